@@ -232,6 +232,39 @@ impl PathIdentity {
     }
 }
 
+/// The three helper processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Checker,
+    Purger,
+    Listener,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Checker, Role::Purger, Role::Listener];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Checker => "checker",
+            Role::Purger => "purger",
+            Role::Listener => "listener",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown helper role {s:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

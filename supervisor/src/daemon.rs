@@ -1,0 +1,540 @@
+//! The supervisor's event loop and the helpers' lifecycle.
+
+use crate::control_socket::{self, ControlSocket};
+use crate::exit;
+use crate::helpers::{Helper, HelperState};
+use crate::paths::PathTable;
+use crate::signals;
+use crate::spawn::{spawn_helper, HelperCommand};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use mpsup_ipc::*;
+use mpsup_policy::{LoadedPolicy, OnHelperCrash};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+const SIGNAL_TOKEN: Token = Token(0);
+/// A helper must say `Ready` this soon after it is started.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Helpers get this long to exit after `Shutdown` before they are killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct RunOptions {
+    pub helper: HelperCommand,
+}
+
+/// Runs the daemon until it is stopped; returns the process exit code.
+pub fn run(policy: LoadedPolicy, opts: RunOptions) -> i32 {
+    let mut daemon = match Daemon::start(policy, opts) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return exit::FAILED;
+        }
+    };
+    let code = daemon.event_loop();
+    daemon.control.remove(&daemon.policy.policy.daemon.socket);
+    info!(code, "supervisor stopped");
+    code
+}
+
+fn token_of(role: Role) -> Token {
+    Token(1 + role as usize)
+}
+
+fn role_of(token: Token) -> Option<Role> {
+    Role::ALL.into_iter().find(|r| token_of(*r) == token)
+}
+
+struct Daemon {
+    poll: Poll,
+    signals: SignalFd,
+    helpers: [Helper; 3],
+    policy: LoadedPolicy,
+    cmd: HelperCommand,
+    control: ControlSocket,
+    paths: PathTable,
+    /// Hello deadlines of helpers that are running but have not said `Ready` yet.
+    hello_deadline: [Option<Instant>; 3],
+    /// Set once a stop has begun: the moment stragglers get SIGKILL.
+    stop_deadline: Option<Instant>,
+    exit_code: i32,
+}
+
+impl Daemon {
+    fn start(policy: LoadedPolicy, opts: RunOptions) -> Result<Daemon, String> {
+        let signals = signals::signal_fd().map_err(|e| format!("signalfd: {e}"))?;
+        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.as_fd().as_raw_fd()),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("register signalfd: {e}"))?;
+        let d = &policy.policy.daemon;
+        let control = control_socket::bind(&d.socket, d.socket_mode.0, policy.admin_gid)?;
+        info!(socket = %d.socket.display(), policy = %policy.path.display(), sha256 = %policy.sha256, "supervisor starting");
+        let mut daemon = Daemon {
+            poll,
+            signals,
+            helpers: Role::ALL.map(Helper::new),
+            policy,
+            cmd: opts.helper,
+            control,
+            paths: PathTable::default(),
+            hello_deadline: [None; 3],
+            stop_deadline: None,
+            exit_code: exit::OK,
+        };
+        for role in Role::ALL {
+            daemon
+                .start_helper(role)
+                .map_err(|e| format!("cannot start the {role}: {e}"))?;
+        }
+        Ok(daemon)
+    }
+
+    fn helper(&mut self, role: Role) -> &mut Helper {
+        &mut self.helpers[role as usize]
+    }
+
+    fn event_loop(&mut self) -> i32 {
+        let mut events = Events::with_capacity(16);
+        loop {
+            if self.stop_deadline.is_some()
+                && self
+                    .helpers
+                    .iter()
+                    .all(|h| matches!(h.state, HelperState::Stopped))
+            {
+                return self.exit_code;
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("epoll_wait: {e}");
+                return exit::FAILED;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => self.on_signals(),
+                    token => {
+                        if let Some(role) = role_of(token) {
+                            self.on_helper_readable(role);
+                        }
+                    }
+                }
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let restarts = self.helpers.iter().filter_map(|h| match h.state {
+            HelperState::Restarting { at } => Some(at),
+            _ => None,
+        });
+        restarts
+            .chain(self.hello_deadline.iter().flatten().copied())
+            .chain(self.stop_deadline)
+            .min()
+    }
+
+    // ------------------------------------------------------------------ signals and children
+
+    fn on_signals(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => {
+                        info!(signal = info.ssi_signo, "stop requested");
+                        self.begin_stop();
+                    }
+                    Ok(Signal::SIGHUP) => self.reload_policy(),
+                    Ok(Signal::SIGCHLD) => self.reap_children(),
+                    _ => {}
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    error!("reading signalfd: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGCHLD coalesces, so reap every child that has exited.
+    fn reap_children(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.on_child_exit(pid, format!("exited with status {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.on_child_exit(pid, format!("killed by {sig}"), false)
+                }
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(e) => {
+                    error!("waitpid: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_child_exit(&mut self, pid: Pid, how: String, clean: bool) {
+        let Some(role) = Role::ALL
+            .into_iter()
+            .find(|r| self.helpers[*r as usize].pid() == Some(pid))
+        else {
+            debug!(pid = pid.as_raw(), "reaped unknown child");
+            return;
+        };
+        self.drop_channel(role);
+        self.hello_deadline[role as usize] = None;
+        if self.stop_deadline.is_some() {
+            info!(%role, pid = pid.as_raw(), "helper {how}");
+            self.helper(role).state = HelperState::Stopped;
+            return;
+        }
+        if clean {
+            warn!(%role, pid = pid.as_raw(), "helper {how} unasked");
+        } else {
+            error!(%role, pid = pid.as_raw(), "helper {how}");
+        }
+        self.helper_crashed(role);
+    }
+
+    fn helper_crashed(&mut self, role: Role) {
+        let p = &self.policy.policy.supervisor;
+        let (mode, max, window) = (p.on_helper_crash, p.max_restarts, p.restart_window);
+        if mode == OnHelperCrash::Exit {
+            self.fail_stop(format!("the {role} died and on_helper_crash = \"exit\""));
+            return;
+        }
+        match self.helper(role).plan_restart(Instant::now(), max, window) {
+            Some(at) => {
+                let h = self.helper(role);
+                info!(%role, restarts = h.total_restarts, in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "restarting helper");
+                h.state = HelperState::Restarting { at };
+            }
+            None => self.fail_stop(format!(
+                "the {role} crashed more than {max} times within {}",
+                humantime::format_duration(window)
+            )),
+        }
+    }
+
+    fn fail_stop(&mut self, why: String) {
+        error!("fail-stop: {why}");
+        self.exit_code = exit::FAILED;
+        self.begin_stop();
+    }
+
+    // ------------------------------------------------------------------ helper lifecycle
+
+    fn start_helper(&mut self, role: Role) -> Result<(), String> {
+        let (mut ours, theirs) = Channel::pair().map_err(|e| e.to_string())?;
+        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listen = (role == Role::Listener).then(|| self.control.fd.as_fd());
+        let pid =
+            spawn_helper(&self.cmd, role, theirs.as_fd(), listen).map_err(|e| e.to_string())?;
+        drop(theirs);
+        self.poll
+            .registry()
+            .register(&mut ours, token_of(role), Interest::READABLE)
+            .map_err(|e| format!("register channel: {e}"))?;
+        info!(%role, pid = pid.as_raw(), "helper started");
+        self.helper(role).state = HelperState::Running {
+            pid,
+            channel: ours,
+            hello: None,
+        };
+        self.hello_deadline[role as usize] = Some(Instant::now() + HELLO_TIMEOUT);
+        Ok(())
+    }
+
+    /// Closes our end of a helper's channel; the helper's state becomes `Reaping` if it was running.
+    fn drop_channel(&mut self, role: Role) {
+        let registry = self.poll.registry();
+        let h = &mut self.helpers[role as usize];
+        if let HelperState::Running { pid, channel, .. } = &mut h.state {
+            let _ = registry.deregister(channel);
+            h.state = HelperState::Reaping { pid: *pid };
+        }
+    }
+
+    /// The helper broke the protocol or stopped talking: it is not trusted again. SIGKILL, and
+    /// the restart decision is made when SIGCHLD reports it dead.
+    fn kill_helper(&mut self, role: Role, why: &str) {
+        if let Some(pid) = self.helper(role).pid() {
+            error!(%role, pid = pid.as_raw(), "{why}: killing helper");
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        self.drop_channel(role);
+        self.hello_deadline[role as usize] = None;
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        self.stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        for role in Role::ALL {
+            let sent = match &self.helpers[role as usize].state {
+                HelperState::Running { channel, .. } => match role {
+                    Role::Checker => channel.send(&ToChecker::Shutdown, None),
+                    Role::Purger => channel.send(&ToPurger::Shutdown, None),
+                    Role::Listener => channel.send(&ToListener::Shutdown, None),
+                },
+                HelperState::Restarting { .. } => {
+                    self.helper(role).state = HelperState::Stopped;
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Err(e) = sent {
+                self.kill_helper(role, &format!("cannot send shutdown ({e})"));
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.stop_deadline.is_some_and(|d| d <= now) {
+            for role in Role::ALL {
+                if let Some(pid) = self.helper(role).pid() {
+                    warn!(%role, pid = pid.as_raw(), "helper did not stop in time: SIGKILL");
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    self.drop_channel(role);
+                }
+                self.helper(role).state = HelperState::Stopped;
+            }
+            return;
+        }
+        for role in Role::ALL {
+            if self.hello_deadline[role as usize].is_some_and(|d| d <= now) {
+                self.kill_helper(role, "no Ready within the hello timeout");
+            }
+            if matches!(self.helper(role).state, HelperState::Restarting { at } if at <= now) {
+                if let Err(e) = self.start_helper(role) {
+                    error!(%role, "restart failed: {e}");
+                    self.helper(role).state = HelperState::Stopped;
+                    self.helper_crashed(role);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ messages
+
+    fn on_helper_readable(&mut self, role: Role) {
+        // Edge-triggered: drain until the socket would block.
+        loop {
+            let result = match role {
+                Role::Checker => self
+                    .recv::<CheckerMsg>(role)
+                    .map(|r| r.map(|r| self.on_checker(r))),
+                Role::Purger => self
+                    .recv::<PurgerMsg>(role)
+                    .map(|r| r.map(|r| self.on_purger(r))),
+                Role::Listener => self
+                    .recv::<ListenerMsg>(role)
+                    .map(|r| r.map(|r| self.on_listener(r))),
+            };
+            match result {
+                Ok(Some(Ok(()))) => continue,
+                Ok(None) => return,
+                Ok(Some(Err(violation))) => {
+                    return self.kill_helper(role, &format!("protocol violation: {violation}"))
+                }
+                Err(IpcError::WouldBlock) => return,
+                // Closing the channel is how a helper answers Shutdown; otherwise it is a crash.
+                Err(IpcError::Closed) if self.stop_deadline.is_some() => {
+                    return self.drop_channel(role)
+                }
+                Err(IpcError::Closed) => {
+                    return self.kill_helper(role, "helper closed its channel")
+                }
+                Err(e) => return self.kill_helper(role, &format!("protocol violation: {e}")),
+            }
+        }
+    }
+
+    /// `Ok(None)` when the helper has no open channel (it was killed earlier in this batch).
+    fn recv<T: Message>(&mut self, role: Role) -> Result<Option<Received<T>>, IpcError> {
+        match &mut self.helpers[role as usize].state {
+            HelperState::Running { channel, .. } => channel.recv::<T>().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Phase check shared by all roles: `Ready` comes first, exactly once, from the right pid.
+    fn on_hello(&mut self, role: Role, hello: Hello) -> Result<(), String> {
+        let HelperState::Running {
+            pid, hello: slot, ..
+        } = &mut self.helpers[role as usize].state
+        else {
+            return Ok(());
+        };
+        if slot.is_some() {
+            return Err("second Ready".into());
+        }
+        if hello.pid != pid.as_raw() as u32 {
+            return Err(format!(
+                "Ready from pid {} but the helper is pid {}",
+                hello.pid, pid
+            ));
+        }
+        info!(%role, pid = hello.pid, sandbox = ?hello.sandbox, "helper ready");
+        *slot = Some(hello);
+        self.hello_deadline[role as usize] = None;
+        self.helper(role).mark_healthy();
+        self.configure(role)
+            .map_err(|e| format!("cannot configure: {e}"))
+    }
+
+    fn is_ready(&self, role: Role) -> bool {
+        matches!(
+            self.helpers[role as usize].state,
+            HelperState::Running { hello: Some(_), .. }
+        )
+    }
+
+    fn configure(&self, role: Role) -> Result<(), IpcError> {
+        let HelperState::Running { channel, .. } = &self.helpers[role as usize].state else {
+            return Ok(());
+        };
+        let p = &self.policy.policy;
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        match role {
+            Role::Checker => channel.send(
+                &ToChecker::Configure(CheckerConfig {
+                    interval_ms: ms(p.checker.interval),
+                    tur_timeout_ms: ms(p.checker.tur_timeout),
+                    max_in_flight: p.checker.max_in_flight,
+                }),
+                None,
+            ),
+            Role::Purger => channel.send(
+                &ToPurger::Configure(PurgerConfig {
+                    confirmations: p.purge.confirmations,
+                    confirmation_interval_ms: ms(p.purge.confirmation_interval),
+                    tur_timeout_ms: ms(p.checker.tur_timeout),
+                    require_multipath: p.purge.require_multipath,
+                    allow_last_path: p.purge.allow_last_path,
+                    dry_run: p.purge.dry_run,
+                }),
+                None,
+            ),
+            Role::Listener => channel.send(
+                &ToListener::Configure(ListenerConfig {
+                    request_timeout_ms: ms(p.daemon.request_timeout),
+                    admin_gid: self.policy.admin_gid,
+                    max_clients: p.daemon.max_clients,
+                }),
+                None,
+            ),
+        }
+    }
+
+    fn on_checker(&mut self, r: Received<CheckerMsg>) -> Result<(), String> {
+        let kind = r.msg.kind();
+        match r.msg {
+            CheckerMsg::Ready(hello) => return self.on_hello(Role::Checker, hello),
+            _ if !self.is_ready(Role::Checker) => return Err(format!("{kind} before Ready")),
+            CheckerMsg::Path(report) => {
+                let (name, state) = (report.identity.name.clone(), report.state.clone());
+                let old = self.paths.update(report, r.fd);
+                if old.as_ref() != Some(&state) {
+                    info!(dev = %name, from = old.as_ref().map_or("new", |s| s.word()), to = state.word(), "path state");
+                }
+            }
+            CheckerMsg::Gone { name, dev_t } => {
+                if self.paths.remove(dev_t).is_some() {
+                    info!(dev = %name, %dev_t, "path removed");
+                }
+            }
+            CheckerMsg::ScanDone { paths } => {
+                debug!(paths, known = self.paths.len(), "checker round done")
+            }
+        }
+        Ok(())
+    }
+
+    fn on_purger(&mut self, r: Received<PurgerMsg>) -> Result<(), String> {
+        match r.msg {
+            PurgerMsg::Ready(hello) => self.on_hello(Role::Purger, hello),
+            // No request has been sent yet, so any Intent or Outcome is out of phase.
+            other => Err(format!("{} with no request outstanding", other.kind())),
+        }
+    }
+
+    fn on_listener(&mut self, r: Received<ListenerMsg>) -> Result<(), String> {
+        let kind = r.msg.kind();
+        match r.msg {
+            ListenerMsg::Ready(hello) => self.on_hello(Role::Listener, hello),
+            _ if !self.is_ready(Role::Listener) => Err(format!("{kind} before Ready")),
+            ListenerMsg::Request {
+                client,
+                peer,
+                command,
+            } => {
+                info!(client, uid = peer.uid, ?command, "control request");
+                let HelperState::Running { channel, .. } =
+                    &self.helpers[Role::Listener as usize].state
+                else {
+                    return Ok(());
+                };
+                let chunk = "error: command not implemented yet\n".to_string();
+                channel
+                    .send(
+                        &ToListener::Reply {
+                            client,
+                            chunk,
+                            last: true,
+                        },
+                        None,
+                    )
+                    .map_err(|e| e.to_string())
+            }
+            ListenerMsg::Abandoned { .. } => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------------ reconfigure
+
+    /// SIGHUP: load and validate the policy file again; an invalid one changes nothing.
+    fn reload_policy(&mut self) {
+        let path = self.policy.path.clone();
+        match mpsup_policy::load(&path) {
+            Ok(new) if new.sha256 == self.policy.sha256 => info!("reload: policy unchanged"),
+            Ok(new) => {
+                info!(old = %self.policy.sha256, new = %new.sha256, "reload: new policy in force");
+                for w in &new.warnings {
+                    warn!("policy: {w}");
+                }
+                self.policy = new;
+                for role in Role::ALL {
+                    if self.is_ready(role) {
+                        if let Err(e) = self.configure(role) {
+                            self.kill_helper(role, &format!("cannot reconfigure ({e})"));
+                        }
+                    }
+                }
+            }
+            Err(e) => error!("reload refused, old policy stays in force: {e}"),
+        }
+    }
+}
