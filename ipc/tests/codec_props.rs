@@ -10,12 +10,12 @@ proptest! {
     /// Arbitrary bytes never panic any decoder; they decode or give a typed error.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let _ = codec::decode::<CheckerMsg>(&bytes);
-        let _ = codec::decode::<ToChecker>(&bytes);
-        let _ = codec::decode::<PurgerMsg>(&bytes);
-        let _ = codec::decode::<ToPurger>(&bytes);
-        let _ = codec::decode::<ListenerMsg>(&bytes);
-        let _ = codec::decode::<ToListener>(&bytes);
+        let _ = codec::decode::<CheckerMsg>(&bytes).map(|m| m.validate());
+        let _ = codec::decode::<ToChecker>(&bytes).map(|m| m.validate());
+        let _ = codec::decode::<PurgerMsg>(&bytes).map(|m| m.validate());
+        let _ = codec::decode::<ToPurger>(&bytes).map(|m| m.validate());
+        let _ = codec::decode::<ListenerMsg>(&bytes).map(|m| m.validate());
+        let _ = codec::decode::<ToListener>(&bytes).map(|m| m.validate());
     }
 
     /// A valid frame with any single byte flipped or cut decodes to a typed error or to some
