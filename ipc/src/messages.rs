@@ -155,6 +155,9 @@ pub enum ToPurger {
         id: u64,
         proceed: bool,
     },
+    /// An intent from before a restart has no outcome: look at the device (no fd, nothing is
+    /// deleted) and answer `Vanished` (gone) or `Failed` (still there, so it was not deleted).
+    Resolve(PurgeRequest),
     Shutdown,
 }
 
@@ -219,6 +222,7 @@ impl Message for ToPurger {
             ToPurger::Configure(_) => "ToPurger::Configure",
             ToPurger::Purge(_) => "ToPurger::Purge",
             ToPurger::Decision { .. } => "ToPurger::Decision",
+            ToPurger::Resolve(_) => "ToPurger::Resolve",
             ToPurger::Shutdown => "ToPurger::Shutdown",
         }
     }
@@ -227,7 +231,7 @@ impl Message for ToPurger {
     }
     fn validate(&self) -> Result<(), String> {
         match self {
-            ToPurger::Purge(r) => r.identity.validate(),
+            ToPurger::Purge(r) | ToPurger::Resolve(r) => r.identity.validate(),
             ToPurger::Configure(c) if c.confirmations as usize > MAX_CONFIRMATIONS => {
                 Err(format!("{} confirmations", c.confirmations))
             }

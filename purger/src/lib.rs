@@ -28,13 +28,15 @@ pub fn run(mut channel: Channel) -> Result<(), IpcError> {
                 info!("shutting down");
                 return Ok(());
             }
-            ToPurger::Purge(_) | ToPurger::Decision { .. } if config.is_none() => {
+            ToPurger::Purge(_) | ToPurger::Resolve(_) | ToPurger::Decision { .. }
+                if config.is_none() =>
+            {
                 return Err(IpcError::Invalid {
                     msg: "ToPurger",
                     why: "request before Configure".into(),
                 })
             }
-            ToPurger::Purge(req) => {
+            ToPurger::Purge(req) | ToPurger::Resolve(req) => {
                 // Fail closed until the verification pipeline exists: nothing is ever deleted.
                 let outcome =
                     mpsup_ipc::PurgeOutcome::Refused("purger pipeline not implemented".into());

@@ -22,23 +22,23 @@ pub fn bind(path: &Path, mode: u32, gid: u32) -> Result<ControlSocket, String> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match UnixStream::connect(path) {
-                Ok(_) => return Err(format!(
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
                     "{shown}: another process is serving this socket (is mpsup already running?)"
-                )),
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                    tracing::info!(socket = %shown, "removing stale control socket");
-                    std::fs::remove_file(path)
-                        .map_err(|e| format!("cannot remove stale {shown}: {e}"))?;
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "{shown}: cannot tell whether the socket is stale: {e}"
-                    ))
-                }
+                ))
             }
-        }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                tracing::info!(socket = %shown, "removing stale control socket");
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove stale {shown}: {e}"))?;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{shown}: cannot tell whether the socket is stale: {e}"
+                ))
+            }
+        },
         Ok(_) => {
             return Err(format!(
                 "{shown} exists and is not a socket; refusing to remove it"

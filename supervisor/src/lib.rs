@@ -9,10 +9,12 @@
 //! against the helper's phase (`Ready` first, exactly once). Anything else means the helper is
 //! treated as compromised: killed with SIGKILL, logged, and restarted within the policy's budget.
 
+pub mod audit;
 mod control_socket;
 mod daemon;
 pub mod helpers;
 pub mod paths;
+pub mod purge;
 mod signals;
 pub mod spawn;
 
