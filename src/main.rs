@@ -46,9 +46,25 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true)]
         words: Vec<String>,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Internal: run as a helper process (started by the supervisor only).
     #[command(name = "__helper", hide = true)]
     Helper { role: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log; name the first broken line. Exit 0 intact, 1 broken.
+    Verify {
+        file: PathBuf,
+        /// The daemon's head file (STATE_DIR/audit.head), to also detect a cut-off tail.
+        #[arg(long)]
+        head: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +83,18 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Audit {
+            command: AuditCommand::Verify { file, head },
+        }) => match mpsup_supervisor::audit::verify(&file, head.as_deref()) {
+            Ok(summary) => {
+                println!("{summary}");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                exit::FAILED
+            }
+        },
         Some(Command::Ctl {
             socket,
             timeout,

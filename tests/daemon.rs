@@ -147,7 +147,7 @@ fn a_purger_that_sends_an_outcome_for_no_request_is_killed() {
     garbage_gets_the_helper_killed_and_replaced(
         "purger",
         &frame,
-        "PurgerMsg::Outcome with no request outstanding",
+        "Outcome for request 7, which the purger does not have",
     );
 }
 

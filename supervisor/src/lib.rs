@@ -15,6 +15,7 @@ mod daemon;
 pub mod helpers;
 pub mod paths;
 pub mod purge;
+mod render;
 mod signals;
 pub mod spawn;
 

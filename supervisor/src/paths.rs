@@ -4,7 +4,7 @@
 
 use mpsup_ipc::{DevT, PathReport, PathState};
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub struct PathEntry {
     pub report: PathReport,
@@ -28,6 +28,18 @@ impl PathTable {
         self.paths
             .insert(dev_t, PathEntry { report, pin })
             .map(|old| old.report.state)
+    }
+
+    /// The checker's fd for a disconnected path, to hand to the purger.
+    pub fn pin(&self, dev_t: DevT) -> Option<BorrowedFd<'_>> {
+        self.paths
+            .get(&dev_t)
+            .and_then(|e| e.pin.as_ref())
+            .map(|fd| fd.as_fd())
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&PathEntry> {
+        self.paths.values().find(|e| e.report.identity.name == name)
     }
 
     pub fn remove(&mut self, dev_t: DevT) -> Option<PathEntry> {

@@ -419,6 +419,17 @@ impl PurgeBook {
         })
     }
 
+    /// A dispatched request that cannot be sent after all (its pinned fd is gone): cancelled.
+    pub fn abort_dispatch(&mut self, id: u64, why: String) -> Option<Event> {
+        let r = self.finish(id, "cancelled", Some(why.clone()))?;
+        Some(event_for(
+            &r,
+            "cancelled",
+            Some(why),
+            json!({ "checker": tur_json(&r.checker_evidence) }),
+        ))
+    }
+
     /// The purger's `Intent`. Returns the intent record to fsync (None when a requeued request
     /// already has one) and whether to proceed. Err is a protocol violation.
     pub fn on_intent(

@@ -1,9 +1,15 @@
-//! The supervisor's event loop and the helpers' lifecycle.
+//! The supervisor's event loop: helpers' lifecycle, the path table, the purge lifecycle and the
+//! audit log. Control commands are in `commands`.
 
+mod commands;
+
+use crate::audit::{AuditLog, Event};
 use crate::control_socket::{self, ControlSocket};
 use crate::exit;
 use crate::helpers::{Helper, HelperState};
 use crate::paths::PathTable;
+use crate::purge::{Dispatch, PurgeBook};
+use crate::render::Stats;
 use crate::signals;
 use crate::spawn::{spawn_helper, HelperCommand};
 use mio::unix::SourceFd;
@@ -14,7 +20,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, AsRawFd};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
@@ -59,6 +66,13 @@ struct Daemon {
     cmd: HelperCommand,
     control: ControlSocket,
     paths: PathTable,
+    audit: AuditLog,
+    /// Records that could not be written yet (the log failed); retried before the next one.
+    audit_backlog: VecDeque<Event>,
+    book: PurgeBook,
+    stats: Stats,
+    /// Reply chunks waiting for the listener's socket to drain.
+    listener_outbox: VecDeque<ToListener>,
     /// Hello deadlines of helpers that are running but have not said `Ready` yet.
     hello_deadline: [Option<Instant>; 3],
     /// Set once a stop has begun: the moment stragglers get SIGKILL.
@@ -78,6 +92,26 @@ impl Daemon {
             )
             .map_err(|e| format!("register signalfd: {e}"))?;
         let d = &policy.policy.daemon;
+        let (audit, recovered) = AuditLog::open(&d.audit_log, &d.state_dir)?;
+        if recovered.torn_bytes > 0 {
+            warn!(
+                bytes = recovered.torn_bytes,
+                "audit log: cut a torn last line left by a crash"
+            );
+        }
+        let mut book = PurgeBook::new(audit.max_id() + 1);
+        for intent in &recovered.open_intents {
+            match identity_of_record(intent) {
+                Some((id, identity)) => {
+                    warn!(id, dev = %identity.name, "audit log: intent without outcome; resolving through the purger");
+                    book.resume_open_intent(id, identity);
+                }
+                None => error!(
+                    seq = intent.seq,
+                    "audit log: open intent without a usable identity; cannot resolve it"
+                ),
+            }
+        }
         let control = control_socket::bind(&d.socket, d.socket_mode.0, policy.admin_gid)?;
         info!(socket = %d.socket.display(), policy = %policy.path.display(), sha256 = %policy.sha256, "supervisor starting");
         let mut daemon = Daemon {
@@ -88,6 +122,11 @@ impl Daemon {
             cmd: opts.helper,
             control,
             paths: PathTable::default(),
+            audit,
+            audit_backlog: VecDeque::new(),
+            book,
+            stats: Stats::default(),
+            listener_outbox: VecDeque::new(),
             hello_deadline: [None; 3],
             stop_deadline: None,
             exit_code: exit::OK,
@@ -130,7 +169,12 @@ impl Daemon {
                     SIGNAL_TOKEN => self.on_signals(),
                     token => {
                         if let Some(role) = role_of(token) {
-                            self.on_helper_readable(role);
+                            if event.is_writable() && role == Role::Listener {
+                                self.flush_listener();
+                            }
+                            if event.is_readable() || event.is_read_closed() {
+                                self.on_helper_readable(role);
+                            }
                         }
                     }
                 }
@@ -147,6 +191,7 @@ impl Daemon {
         restarts
             .chain(self.hello_deadline.iter().flatten().copied())
             .chain(self.stop_deadline)
+            .chain(self.book.next_deadline())
             .min()
     }
 
@@ -160,7 +205,9 @@ impl Daemon {
                         info!(signal = info.ssi_signo, "stop requested");
                         self.begin_stop();
                     }
-                    Ok(Signal::SIGHUP) => self.reload_policy(),
+                    Ok(Signal::SIGHUP) => {
+                        let _ = self.reload_policy();
+                    }
                     Ok(Signal::SIGCHLD) => self.reap_children(),
                     _ => {}
                 },
@@ -267,6 +314,15 @@ impl Daemon {
 
     /// Closes our end of a helper's channel; the helper's state becomes `Reaping` if it was running.
     fn drop_channel(&mut self, role: Role) {
+        match role {
+            Role::Purger => {
+                if let Some(id) = self.book.on_purger_lost() {
+                    warn!(id, "purger lost with a request in flight: requeued, to be re-verified from scratch");
+                }
+            }
+            Role::Listener => self.listener_outbox.clear(),
+            Role::Checker => {}
+        }
         let registry = self.poll.registry();
         let h = &mut self.helpers[role as usize];
         if let HelperState::Running { pid, channel, .. } = &mut h.state {
@@ -278,6 +334,9 @@ impl Daemon {
     /// The helper broke the protocol or stopped talking: it is not trusted again. SIGKILL, and
     /// the restart decision is made when SIGCHLD reports it dead.
     fn kill_helper(&mut self, role: Role, why: &str) {
+        if why.starts_with("protocol violation") {
+            *self.stats.protocol_violations.entry(role).or_default() += 1;
+        }
         if let Some(pid) = self.helper(role).pid() {
             error!(%role, pid = pid.as_raw(), "{why}: killing helper");
             let _ = kill(pid, Signal::SIGKILL);
@@ -323,6 +382,8 @@ impl Daemon {
             }
             return;
         }
+        self.book.tick(now);
+        self.try_dispatch();
         for role in Role::ALL {
             if self.hello_deadline[role as usize].is_some_and(|d| d <= now) {
                 self.kill_helper(role, "no Ready within the hello timeout");
@@ -402,7 +463,11 @@ impl Daemon {
         self.hello_deadline[role as usize] = None;
         self.helper(role).mark_healthy();
         self.configure(role)
-            .map_err(|e| format!("cannot configure: {e}"))
+            .map_err(|e| format!("cannot configure: {e}"))?;
+        if role == Role::Purger {
+            self.try_dispatch();
+        }
+        Ok(())
     }
 
     fn is_ready(&self, role: Role) -> bool {
@@ -454,16 +519,16 @@ impl Daemon {
         match r.msg {
             CheckerMsg::Ready(hello) => return self.on_hello(Role::Checker, hello),
             _ if !self.is_ready(Role::Checker) => return Err(format!("{kind} before Ready")),
-            CheckerMsg::Path(report) => {
-                let (name, state) = (report.identity.name.clone(), report.state.clone());
-                let old = self.paths.update(report, r.fd);
-                if old.as_ref() != Some(&state) {
-                    info!(dev = %name, from = old.as_ref().map_or("new", |s| s.word()), to = state.word(), "path state");
-                }
-            }
+            CheckerMsg::Path(report) => self.on_path_report(report, r.fd),
             CheckerMsg::Gone { name, dev_t } => {
                 if self.paths.remove(dev_t).is_some() {
                     info!(dev = %name, %dev_t, "path removed");
+                }
+                if let Some(ev) = self
+                    .book
+                    .on_not_disconnected(dev_t, format!("{name} was removed"))
+                {
+                    self.audit(ev);
                 }
             }
             CheckerMsg::ScanDone { paths } => {
@@ -473,11 +538,154 @@ impl Daemon {
         Ok(())
     }
 
+    fn on_path_report(&mut self, report: PathReport, fd: Option<OwnedFd>) {
+        let (identity, state, evidence) = (
+            report.identity.clone(),
+            report.state.clone(),
+            report.evidence.clone(),
+        );
+        let old = self.paths.update(report, fd);
+        if old.as_ref() != Some(&state) {
+            info!(dev = %identity.name, from = old.as_ref().map_or("new", |s| s.word()), to = state.word(), "path state");
+        }
+        let events = if state == PathState::Disconnected {
+            self.book.on_disconnected(
+                &identity,
+                &evidence,
+                Instant::now(),
+                self.paths.len(),
+                &self.policy,
+            )
+        } else {
+            let why = format!("{} reported {} again", identity.name, state.word());
+            self.book
+                .on_not_disconnected(identity.dev_t, why)
+                .into_iter()
+                .collect()
+        };
+        for ev in events {
+            if ev.event == "paused" {
+                warn!(
+                    reason = ev.reason.as_deref().unwrap_or(""),
+                    "purging paused itself"
+                );
+            }
+            self.audit(ev);
+        }
+        self.try_dispatch();
+    }
+
     fn on_purger(&mut self, r: Received<PurgerMsg>) -> Result<(), String> {
+        let kind = r.msg.kind();
         match r.msg {
             PurgerMsg::Ready(hello) => self.on_hello(Role::Purger, hello),
-            // No request has been sent yet, so any Intent or Outcome is out of phase.
-            other => Err(format!("{} with no request outstanding", other.kind())),
+            _ if !self.is_ready(Role::Purger) => Err(format!("{kind} before Ready")),
+            PurgerMsg::Intent { id, evidence } => {
+                let (record, mut proceed) = self.book.on_intent(id, &evidence, Instant::now())?;
+                if let Some(ev) = record {
+                    // The intent must be durable before the purger may delete anything.
+                    if let Err(e) = self.audit_now(ev) {
+                        error!(id, "cannot record intent, aborting the deletion: {e}");
+                        self.book
+                            .intent_not_recorded(id, format!("audit log unwritable: {e}"));
+                        proceed = false;
+                    }
+                }
+                info!(id, proceed, "intent answered");
+                self.send_purger(&ToPurger::Decision { id, proceed }, None)
+                    .map_err(|e| format!("cannot answer intent: {e}"))
+            }
+            PurgerMsg::Outcome {
+                id,
+                outcome,
+                evidence,
+            } => {
+                let dry_run = self.policy.policy.purge.dry_run;
+                let ev = self.book.on_outcome(id, &outcome, &evidence, dry_run)?;
+                info!(
+                    id,
+                    event = ev.event,
+                    dev = ev.dev.as_deref().unwrap_or(""),
+                    reason = ev.reason.as_deref().unwrap_or(""),
+                    "purge finished"
+                );
+                if ev.event == "deleted" {
+                    if let Some(dev_t) = ev.dev_t.as_deref().and_then(|d| d.parse().ok()) {
+                        self.paths.remove(dev_t);
+                    }
+                }
+                self.audit(ev);
+                self.try_dispatch();
+                Ok(())
+            }
+        }
+    }
+
+    fn send_purger(&self, msg: &ToPurger, fd: Option<BorrowedFd<'_>>) -> Result<(), IpcError> {
+        match &self.helpers[Role::Purger as usize].state {
+            HelperState::Running { channel, .. } => channel.send(msg, fd),
+            _ => Err(IpcError::Closed),
+        }
+    }
+
+    /// Hands the purger its next request, if it is idle and the lifecycle has one.
+    fn try_dispatch(&mut self) {
+        if self.stop_deadline.is_some() || !self.is_ready(Role::Purger) {
+            return;
+        }
+        let max = self.policy.policy.purge.max_per_minute;
+        let Some(next) = self.book.dispatch(Instant::now(), max) else {
+            return;
+        };
+        let sent = match next {
+            Dispatch::Resolve { id, identity } => {
+                info!(id, dev = %identity.name, "resolving an open intent");
+                self.send_purger(&ToPurger::Resolve(PurgeRequest { id, identity }), None)
+            }
+            Dispatch::Purge { id, identity } => {
+                let Some(pin) = self.paths.pin(identity.dev_t) else {
+                    // Only a path whose checker fd we still hold may be purged: that fd is what
+                    // keeps its dev_t from being reused by another device meanwhile.
+                    if let Some(ev) = self
+                        .book
+                        .abort_dispatch(id, "the path's pinned fd is gone".into())
+                    {
+                        self.audit(ev);
+                    }
+                    return self.try_dispatch();
+                };
+                info!(id, dev = %identity.name, "sending purge request");
+                self.send_purger(&ToPurger::Purge(PurgeRequest { id, identity }), Some(pin))
+            }
+        };
+        if let Err(e) = sent {
+            self.kill_helper(Role::Purger, &format!("cannot send request ({e})"));
+        }
+    }
+
+    /// Appends an audit record now; the caller decides what a failure means.
+    fn audit_now(&mut self, ev: Event) -> Result<(), String> {
+        while let Some(old) = self.audit_backlog.pop_front() {
+            if let Err(e) = self.audit.append(old.clone(), &self.policy.sha256) {
+                self.audit_backlog.push_front(old);
+                return Err(e);
+            }
+        }
+        let word = ev.event;
+        self.audit.append(ev, &self.policy.sha256)?;
+        *self.stats.audit_events.entry(word.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Appends an audit record; if the log fails, keeps it for later and pauses purging, since
+    /// a deletion that cannot be recorded must not happen.
+    fn audit(&mut self, ev: Event) {
+        if let Err(e) = self.audit_now(ev.clone()) {
+            error!("audit log write failed, purging paused: {e}");
+            self.audit_backlog.push_back(ev);
+            if let Some(pause) = self.book.pause("the supervisor: audit log unwritable") {
+                self.audit_backlog.push_back(pause);
+            }
         }
     }
 
@@ -491,23 +699,17 @@ impl Daemon {
                 peer,
                 command,
             } => {
-                info!(client, uid = peer.uid, ?command, "control request");
-                let HelperState::Running { channel, .. } =
-                    &self.helpers[Role::Listener as usize].state
-                else {
-                    return Ok(());
-                };
-                let chunk = "error: command not implemented yet\n".to_string();
-                channel
-                    .send(
-                        &ToListener::Reply {
-                            client,
-                            chunk,
-                            last: true,
-                        },
-                        None,
-                    )
-                    .map_err(|e| e.to_string())
+                info!(
+                    client,
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    ?command,
+                    "control request"
+                );
+                self.stats.control_requests += 1;
+                let reply = self.on_command(command, peer);
+                self.reply(client, reply);
+                Ok(())
             }
             ListenerMsg::Abandoned { .. } => Ok(()),
         }
@@ -515,17 +717,34 @@ impl Daemon {
 
     // ------------------------------------------------------------------ reconfigure
 
-    /// SIGHUP: load and validate the policy file again; an invalid one changes nothing.
-    fn reload_policy(&mut self) {
+    /// SIGHUP or `reconfigure`: load and validate the policy file again; an invalid one changes
+    /// nothing. Returns what happened, for the control reply.
+    fn reload_policy(&mut self) -> Result<String, String> {
         let path = self.policy.path.clone();
         match mpsup_policy::load(&path) {
-            Ok(new) if new.sha256 == self.policy.sha256 => info!("reload: policy unchanged"),
+            Ok(new) if new.sha256 == self.policy.sha256 => {
+                info!("reload: policy unchanged");
+                Ok("policy unchanged\n".into())
+            }
             Ok(new) => {
                 info!(old = %self.policy.sha256, new = %new.sha256, "reload: new policy in force");
                 for w in &new.warnings {
                     warn!("policy: {w}");
                 }
+                let (old_hash, new_hash) = (self.policy.sha256.clone(), new.sha256.clone());
                 self.policy = new;
+                let evidence =
+                    serde_json::json!({ "old_sha256": old_hash, "new_sha256": new_hash });
+                let reason = Some(format!("policy reloaded from {}", path.display()));
+                self.audit(Event {
+                    event: "policy-change",
+                    reason,
+                    evidence,
+                    ..Event::default()
+                });
+                for ev in self.book.rejudge(&self.policy) {
+                    self.audit(ev);
+                }
                 for role in Role::ALL {
                     if self.is_ready(role) {
                         if let Err(e) = self.configure(role) {
@@ -533,8 +752,29 @@ impl Daemon {
                         }
                     }
                 }
+                self.try_dispatch();
+                Ok(format!("new policy in force (sha256 {new_hash})\n"))
             }
-            Err(e) => error!("reload refused, old policy stays in force: {e}"),
+            Err(e) => {
+                error!("reload refused, old policy stays in force: {e}");
+                Err(format!("reload refused, old policy stays in force: {e}"))
+            }
         }
     }
+}
+
+/// The identity an intent record names, to resolve it after a restart.
+fn identity_of_record(r: &crate::audit::Record) -> Option<(u64, PathIdentity)> {
+    Some((
+        r.id?,
+        PathIdentity {
+            name: r.dev.clone()?,
+            dev_t: r.dev_t.as_deref()?.parse().ok()?,
+            hctl: r.hctl.as_deref()?.parse().ok()?,
+            vendor: String::new(),
+            model: String::new(),
+            wwid: r.wwid.clone(),
+            map: None,
+        },
+    ))
 }
