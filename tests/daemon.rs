@@ -175,6 +175,13 @@ fn a_crash_loop_exhausts_the_budget_and_the_supervisor_fail_stops() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     d.wait_for(&["fail-stop", "the purger crashed more than 2 times"]);
     assert_eq!(d.wait_exit(), 1);
+    let audit = std::fs::read_to_string(d.dir.path().join("audit.jsonl")).unwrap();
+    let last = audit.lines().last().unwrap();
+    assert!(
+        last.contains("\"event\":\"supervisor-stop\"")
+            && last.contains("crashed more than 2 times"),
+        "{last}"
+    );
 }
 
 #[test]

@@ -9,11 +9,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 pub struct PathEntry {
     pub report: PathReport,
     pub pin: Option<OwnedFd>,
+    /// The checker instance that last reported this path.
+    generation: u64,
 }
 
 #[derive(Default)]
 pub struct PathTable {
     paths: BTreeMap<DevT, PathEntry>,
+    /// Bumped when a new checker instance starts: it re-reports every path it finds, and a
+    /// path it does not find by its first `ScanDone` is gone.
+    generation: u64,
 }
 
 impl PathTable {
@@ -25,8 +30,16 @@ impl PathTable {
         } else {
             None
         };
+        let generation = self.generation;
         self.paths
-            .insert(dev_t, PathEntry { report, pin })
+            .insert(
+                dev_t,
+                PathEntry {
+                    report,
+                    pin,
+                    generation,
+                },
+            )
             .map(|old| old.report.state)
     }
 
@@ -40,6 +53,26 @@ impl PathTable {
 
     pub fn by_name(&self, name: &str) -> Option<&PathEntry> {
         self.paths.values().find(|e| e.report.identity.name == name)
+    }
+
+    /// A new checker instance is starting.
+    pub fn new_generation(&mut self) {
+        self.generation += 1;
+    }
+
+    /// After a checker's full round: forgets paths no report of this generation mentioned.
+    pub fn drop_stale(&mut self) -> Vec<PathEntry> {
+        let current = self.generation;
+        let stale: Vec<DevT> = self
+            .paths
+            .iter()
+            .filter(|(_, e)| e.generation < current)
+            .map(|(d, _)| *d)
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|d| self.paths.remove(&d))
+            .collect()
     }
 
     pub fn remove(&mut self, dev_t: DevT) -> Option<PathEntry> {
@@ -56,5 +89,46 @@ impl PathTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &PathEntry> {
         self.paths.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpsup_ipc::{PathIdentity, TurEvidence};
+
+    fn report(minor: u32) -> PathReport {
+        PathReport {
+            identity: PathIdentity {
+                name: format!("sd{minor}"),
+                dev_t: DevT { major: 8, minor },
+                hctl: "0:0:0:0".parse().unwrap(),
+                vendor: "V".into(),
+                model: "M".into(),
+                wwid: None,
+                map: None,
+            },
+            state: PathState::Up,
+            device_state: "running".into(),
+            evidence: TurEvidence::default(),
+            checked_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_restarted_checker_forgets_paths_it_no_longer_finds() {
+        let mut t = PathTable::default();
+        t.update(report(0), None);
+        t.update(report(16), None);
+        t.new_generation();
+        t.update(report(16), None);
+        let gone: Vec<String> = t
+            .drop_stale()
+            .into_iter()
+            .map(|e| e.report.identity.name)
+            .collect();
+        assert_eq!(gone, ["sd0"]);
+        assert_eq!(t.len(), 1);
+        assert!(t.drop_stale().is_empty());
     }
 }

@@ -285,6 +285,12 @@ impl Daemon {
 
     fn fail_stop(&mut self, why: String) {
         error!("fail-stop: {why}");
+        self.audit(Event {
+            event: "supervisor-stop",
+            reason: Some(why.clone()),
+            evidence: serde_json::json!({}),
+            ..Event::default()
+        });
         self.exit_code = exit::FAILED;
         self.begin_stop();
     }
@@ -464,8 +470,10 @@ impl Daemon {
         self.helper(role).mark_healthy();
         self.configure(role)
             .map_err(|e| format!("cannot configure: {e}"))?;
-        if role == Role::Purger {
-            self.try_dispatch();
+        match role {
+            Role::Purger => self.try_dispatch(),
+            Role::Checker => self.paths.new_generation(),
+            Role::Listener => {}
         }
         Ok(())
     }
@@ -532,7 +540,15 @@ impl Daemon {
                 }
             }
             CheckerMsg::ScanDone { paths } => {
-                debug!(paths, known = self.paths.len(), "checker round done")
+                debug!(paths, known = self.paths.len(), "checker round done");
+                for gone in self.paths.drop_stale() {
+                    let id = &gone.report.identity;
+                    info!(dev = %id.name, dev_t = %id.dev_t, "path not seen by the restarted checker: removed");
+                    let why = format!("{} not found by the restarted checker", id.name);
+                    if let Some(ev) = self.book.on_not_disconnected(id.dev_t, why) {
+                        self.audit(ev);
+                    }
+                }
             }
         }
         Ok(())
