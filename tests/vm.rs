@@ -19,7 +19,13 @@ use std::time::Instant;
 static VM: Mutex<()> = Mutex::new(());
 
 /// Every scenario in tests/vm/scenarios/ must have a test below.
-const SCENARIOS: &[&str] = &["daemon-smoke", "demo", "lab-lio-pair", "lab-sdebug"];
+const SCENARIOS: &[&str] = &[
+    "checker-states",
+    "daemon-smoke",
+    "demo",
+    "lab-lio-pair",
+    "lab-sdebug",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -127,4 +133,11 @@ fn daemon_smoke() {
 #[test]
 fn demo() {
     run_scenario("demo");
+}
+
+/// Issue 3: up, disconnected (05/25/00) within an interval, up again, offline, timeout, and a
+/// hung path never delaying another path's report.
+#[test]
+fn checker_states() {
+    run_scenario("checker-states");
 }

@@ -61,6 +61,7 @@ pub fn paths(t: &PathTable, interval: Duration, json_out: bool) -> String {
                     "vendor": id.vendor, "model": id.model, "wwid": id.wwid,
                     "map": id.map.as_ref().map(|m| &m.name), "state": r.state.word(),
                     "device_state": r.device_state, "last_check": time_of_ms(r.checked_at_ms),
+                    "evidence": crate::purge::tur_json(&r.evidence),
                 })
             })
             .collect();
