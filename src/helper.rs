@@ -62,7 +62,7 @@ pub fn main(role: Role) -> i32 {
         Role::Checker => {
             mpsup_checker::run(channel, mpsup_checker::Roots::default()).map_err(|e| e.to_string())
         }
-        Role::Purger => mpsup_purger::run(channel).map_err(|e| e.to_string()),
+        Role::Purger => mpsup_purger::run(channel, Default::default()).map_err(|e| e.to_string()),
         Role::Listener => match adopt(LISTENER_SOCKET_FD, nix::sys::socket::SockType::Stream) {
             Ok(listen) => mpsup_listener::run(channel, listen).map_err(|e| e.to_string()),
             Err(e) => Err(e),

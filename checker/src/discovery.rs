@@ -63,7 +63,7 @@ pub fn discover(sysfs: &Path, dev: &Path) -> Vec<Discovered> {
     found
 }
 
-fn read_path(sysfs: &Path, base: &Path, name: &str) -> Result<Discovered, String> {
+pub fn read_path(sysfs: &Path, base: &Path, name: &str) -> Result<Discovered, String> {
     let dev_t: DevT = read_text(&base.join("dev"))?.parse()?;
     let hctl = read_hctl(base)?;
     let device = base.join("device");
@@ -166,7 +166,7 @@ fn read_bounded(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// A required text attribute, UTF-8, trimmed.
-fn read_text(path: &Path) -> Result<String, String> {
+pub fn read_text(path: &Path) -> Result<String, String> {
     let raw = read_bounded(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .ok_or_else(|| format!("{}: missing", path.display()))?;
