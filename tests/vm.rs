@@ -141,3 +141,35 @@ fn demo() {
 fn checker_states() {
     run_scenario("checker-states");
 }
+
+/// Issue 4: unmap one path of a pair, deleted after the grace, audited, chain verifies; the
+/// audit file edited or truncated by hand is named by line.
+#[test]
+fn purge_unmap() {
+    run_scenario("purge-unmap");
+}
+
+/// Issue 4: remapped within the grace period: nothing deleted, audited as cancelled.
+#[test]
+fn purge_cancel() {
+    run_scenario("purge-cancel");
+}
+
+/// Issue 4: both paths unmapped: one deleted, the map's last path refused and audited.
+#[test]
+fn purge_last_path() {
+    run_scenario("purge-last-path");
+}
+
+/// Issue 4: a disconnected device in no multipath map is refused.
+#[test]
+fn purge_orphan() {
+    run_scenario("purge-orphan");
+}
+
+/// Issues 4 and 8: the purger SIGKILLed between intent and delete and after a delete: one
+/// intent and one outcome per deletion, nothing deleted twice.
+#[test]
+fn purge_crash() {
+    run_scenario("purge-crash");
+}

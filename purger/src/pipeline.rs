@@ -217,6 +217,7 @@ impl Purger {
         if !self.link.send(&intent)? {
             return Ok(Flow::Stop);
         }
+        info!(id, dev = %req.identity.name, "intent sent, awaiting the supervisor's decision");
         let proceed = match self.await_decision(id) {
             Ok(p) => p,
             // After `Intent` the supervisor's stage is Deleting or Aborting, and which one we

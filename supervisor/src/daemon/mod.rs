@@ -608,8 +608,11 @@ impl Daemon {
                     }
                 }
                 info!(id, proceed, "intent answered");
-                self.send_purger(&ToPurger::Decision { id, proceed }, None)
-                    .map_err(|e| format!("cannot answer intent: {e}"))
+                if let Err(e) = self.send_purger(&ToPurger::Decision { id, proceed }, None) {
+                    // The purger died after asking: not a violation; its request is requeued.
+                    self.kill_helper(Role::Purger, &format!("cannot answer intent ({e})"));
+                }
+                Ok(())
             }
             PurgerMsg::Outcome {
                 id,

@@ -441,3 +441,60 @@ mpsup_count() { mpsup_pids | wc -l | tr -d ' '; }
 
 # proc_cmdline PID -> its argv joined with spaces
 proc_cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+
+# ---- the daemon ------------------------------------------------------------------------------
+# mpsup_policy FILE EXTRA: the guest policy with EXTRA (TOML) appended; later keys in a table
+# cannot repeat earlier ones, so EXTRA uses its own tables or keys the base does not set.
+DLOG=/tmp/mpsup.log
+
+# mpsup_start POLICY: start the supervisor (pid in $SUP), wait until its control socket answers.
+mpsup_start() {
+	mkdir -p /run/mpsup /var/log/mpsup /var/lib/mpsup
+	"$MPSUP" --config "$1" >"$DLOG" 2>&1 &
+	SUP=$!
+	wait_for '"$MPSUP" ctl show helpers >/dev/null 2>&1' 30 || daemon_fail "control socket never answered"
+}
+
+# mpsup_stop: SIGTERM the supervisor and expect exit status 0.
+mpsup_stop() {
+	kill -TERM "$SUP"
+	_rc=0
+	wait "$SUP" || _rc=$?
+	expect_eq "$_rc" 0 "supervisor exit status after SIGTERM"
+}
+
+daemon_fail() { # REASON: print the daemon's output, then fail
+	echo "---- mpsup output ($DLOG) ----"
+	cat "$DLOG" 2>/dev/null || true
+	echo "---- end mpsup output ----"
+	fail "$*"
+}
+
+# state_of sdX: the checker state word `mpsup ctl show paths` gives (empty if unknown).
+state_of() { "$MPSUP" ctl show paths 2>/dev/null | awk -v d="$1" '$2 == d { print $4 }'; }
+
+# path_json sdX: the path's object from `show paths json`.
+path_json() { "$MPSUP" ctl show paths json 2>/dev/null | sed 's/},{"dev"/}\n{"dev"/g' | grep "\"dev\":\"$1\""; }
+
+wait_state() { # sdX STATE SECONDS
+	wait_for '[ "$(state_of '"$1"')" = "'"$2"'" ]' "$3" \
+		|| daemon_fail "$1 is '$(state_of "$1")' after $3 s, expected $2"
+}
+
+# wait_log TEXT SECONDS: until the daemon's log has a line containing TEXT.
+wait_log() {
+	wait_for 'grep -qF -- "'"$1"'" "$DLOG"' "$2" || daemon_fail "no log line with '$1' within $2 s"
+}
+
+AUDIT=/var/log/mpsup/audit.jsonl
+# audit_count EVENT [DEV]: records of EVENT (for DEV).
+audit_count() {
+	grep -F "\"event\":\"$1\"" "$AUDIT" 2>/dev/null | grep -cF "\"dev\":\"${2:-}" || true
+}
+wait_audit() { # EVENT DEV SECONDS
+	wait_for '[ "$(audit_count '"$1"' '"$2"')" -ge 1 ]' "$3" \
+		|| daemon_fail "no '$1' audit record for $2 within $3 s: $(cat "$AUDIT" 2>/dev/null)"
+}
+audit_verify() {
+	"$MPSUP" audit verify "$AUDIT" --head /var/lib/mpsup/audit.head || daemon_fail "audit verify failed"
+}

@@ -10,7 +10,6 @@
 # vm-timeout: 240
 
 require_mpsup
-DLOG=/tmp/mpsup.log
 P=/tmp/checker-policy.toml
 cat >"$P" <<'TOML'
 [checker]
@@ -22,17 +21,6 @@ enabled = false
 purge = false
 TOML
 
-daemon_fail() {
-	echo "---- mpsup output ----"; cat "$DLOG" 2>/dev/null || true; echo "---- end ----"
-	fail "$*"
-}
-state_of() { "$MPSUP" ctl show paths 2>/dev/null | awk -v d="$1" '$2 == d { print $4 }'; }
-json_of() { "$MPSUP" ctl show paths json 2>/dev/null | sed 's/},{"dev"/}\n{"dev"/g' | grep "\"dev\":\"$1\""; }
-wait_state() { # DEV STATE SECONDS
-	wait_for '[ "$(state_of '"$1"')" = "'"$2"'" ]' "$3" \
-		|| daemon_fail "$1 is '$(state_of "$1")' after $3 s, expected $2"
-}
-
 step "an LIO pair in a multipath map"
 lio_pair disk0 2
 A="$(lio_path_dev disk0 0)"
@@ -40,9 +28,7 @@ B="$(lio_path_dev disk0 1)"
 mpath_create mpatha "$A" "$B" >/dev/null
 
 step "start mpsup"
-mkdir -p /run/mpsup /var/log/mpsup /var/lib/mpsup
-"$MPSUP" --config "$P" >"$DLOG" 2>&1 &
-SUP=$!
+mpsup_start "$P"
 wait_state "$A" up 30
 wait_state "$B" up 10
 show "$MPSUP" ctl show paths
@@ -54,8 +40,8 @@ wait_state "$B" disconnected 5
 t1="$(uptime_cs)"
 log "MEASURED unmap-to-disconnected: $((t1 - t0))0 ms (interval 1 s)"
 expect_eq "$(state_of "$A")" up "the other path"
-json_of "$B" | grep -q '"sense":"70 00 05 00 00 00 00 0a 00 00 00 00 25 00' \
-	|| daemon_fail "evidence of $B lacks fixed sense 05/25/00: $(json_of "$B")"
+path_json "$B" | grep -q '"sense":"70 00 05 00 00 00 00 0a 00 00 00 00 25 00' \
+	|| daemon_fail "evidence of $B lacks fixed sense 05/25/00: $(path_json "$B")"
 show "$MPSUP" ctl show paths
 
 step "remap: $B is up again"
@@ -91,7 +77,4 @@ sdebug_clear "$(dev_hctl "$X")"
 wait_state "$X" up 40
 
 step "stop"
-kill -TERM "$SUP"
-rc=0
-wait "$SUP" || rc=$?
-expect_eq "$rc" 0 "supervisor exit status after SIGTERM"
+mpsup_stop

@@ -8,15 +8,6 @@
 # vm-timeout: 120
 
 require_mpsup
-DLOG=/tmp/mpsup.log
-
-daemon_fail() { # REASON: print the daemon's output, then fail
-	echo "---- mpsup output ($DLOG) ----"
-	cat "$DLOG" 2>/dev/null || true
-	echo "---- end mpsup output ----"
-	fail "$*"
-}
-
 step "something to look at: an LIO pair in a multipath map"
 lio_pair disk0 2
 A="$(lio_path_dev disk0 0)"

@@ -10,7 +10,7 @@
 # vm-timeout: 150
 
 require_mpsup
-DLOG=/tmp/mpsup.log
+
 AUDIT=/var/log/mpsup/audit.jsonl
 
 banner() {
