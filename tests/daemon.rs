@@ -95,6 +95,15 @@ fn control_fd(pid: i32, d: &Daemon) -> i32 {
         .unwrap()
 }
 
+/// Runs a daemon expected to refuse to start, to its exit.
+fn run_to_exit(policy: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(policy)
+        .output()
+        .unwrap()
+}
+
 /// Steals a helper's end of its socketpair (pidfd_getfd, as root) and speaks for it.
 fn steal_channel(pid: i32) -> OwnedFd {
     // SAFETY: plain syscalls with integer arguments; the returned fds are checked and owned.
@@ -209,19 +218,19 @@ fn sighup_with_a_broken_policy_keeps_the_old_one() {
 #[test]
 fn a_live_control_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     let mut first = Daemon::start("");
-    first.wait_ready();
+    let helpers = first.wait_ready();
     // A second daemon on the same socket must refuse to start.
     let policy = first.dir.path().join("policy.toml");
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&policy)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&policy);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is mpsup already running?"));
     // A stale socket (its server gone: SIGKILL, no cleanup) is replaced.
     first.child.kill().unwrap();
     first.child.wait().unwrap();
+    // Its listener holds the listening socket until PDEATHSIG has killed it.
+    for (_, pid) in &helpers {
+        wait_gone(*pid);
+    }
     let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
     assert!(dir.path().join("mpsup.sock").exists());
     let mut second = Daemon::start_in(dir, "");
@@ -236,11 +245,7 @@ fn something_else_at_the_socket_path_is_never_removed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mpsup.sock"), "precious").unwrap();
     let policy = policy_in(dir.path(), "");
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&policy)
-        .output()
-        .unwrap();
+    let out = run_to_exit(&policy);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("exists and is not a socket; refusing to remove it"));

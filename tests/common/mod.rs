@@ -154,3 +154,25 @@ pub fn alive(pid: i32) -> bool {
     // A zombie still has /proc/<pid>; count it as alive so a missed reap shows up.
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// Waits (bounded) until process `pid` has exited, by polling its pidfd for readability: the
+/// kernel's exit event, not a sleep. A pid already gone counts as exited.
+pub fn wait_gone(pid: i32) {
+    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: pidfd_open just returned this fd; we own it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&fd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(
+        &mut fds,
+        nix::poll::PollTimeout::try_from(WAIT.as_millis() as i32).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ready, 1, "pid {pid} did not exit within {WAIT:?}");
+}
