@@ -17,7 +17,7 @@ fn become_subreaper() {
 }
 
 #[test]
-fn sigterm_leaves_no_process_and_no_zombie_and_sigkill_of_the_supervisor_takes_the_helpers() {
+fn sigterm_leaves_no_process_and_no_zombie_and_sigkill_of_the_supervisor_ends_the_helpers() {
     become_subreaper();
 
     // 1. SIGTERM: all four exit 0, the supervisor reaps its helpers, nothing is re-parented.
@@ -40,8 +40,9 @@ fn sigterm_leaves_no_process_and_no_zombie_and_sigkill_of_the_supervisor_takes_t
             .any(|l| l.contains("exited with status 0") && l.contains(&format!("role={role}"))));
     }
 
-    // 2. SIGKILL of the supervisor: the kernel kills every helper (PDEATHSIG), they are
-    //    re-parented to us, and we reap them dead by SIGKILL.
+    // 2. SIGKILL of the supervisor: every helper ends, either by PDEATHSIG's SIGKILL or, if it
+    //    sees its channel close first, by exiting 0 on its own; they are re-parented to us
+    //    and we reap every one of them.
     let mut d = Daemon::start("");
     let helpers = d.wait_ready();
     d.signal(Signal::SIGKILL);
@@ -49,7 +50,9 @@ fn sigterm_leaves_no_process_and_no_zombie_and_sigkill_of_the_supervisor_takes_t
     let mut reaped = Vec::new();
     while reaped.len() < helpers.len() {
         match waitpid(None, None).unwrap() {
-            WaitStatus::Signaled(pid, Signal::SIGKILL, _) => reaped.push(pid.as_raw()),
+            WaitStatus::Signaled(pid, Signal::SIGKILL, _) | WaitStatus::Exited(pid, 0) => {
+                reaped.push(pid.as_raw())
+            }
             other => panic!("unexpected child status {other:?}"),
         }
     }
