@@ -25,6 +25,11 @@ const SCENARIOS: &[&str] = &[
     "demo",
     "lab-lio-pair",
     "lab-sdebug",
+    "purge-cancel",
+    "purge-crash",
+    "purge-last-path",
+    "purge-orphan",
+    "purge-unmap",
 ];
 
 fn root() -> PathBuf {
