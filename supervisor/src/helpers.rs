@@ -22,8 +22,11 @@ pub enum HelperState {
     Reaping { pid: Pid },
     /// Reaped; a new instance starts at `at`.
     Restarting { at: Instant },
-    /// Not running and not coming back (shutdown or fail-stop).
+    /// Not running and not coming back: stopped on request.
     Stopped,
+    /// Not running and not coming back: crashed past its restart budget (or with
+    /// `on_helper_crash = "exit"`), which fail-stops the supervisor.
+    Failed,
 }
 
 pub struct Helper {
@@ -60,6 +63,7 @@ impl Helper {
             HelperState::Reaping { .. } => "quiesced",
             HelperState::Restarting { .. } => "restarting",
             HelperState::Stopped => "stopped",
+            HelperState::Failed => "failed",
         }
     }
 

@@ -22,6 +22,24 @@ pub struct PathTable {
 }
 
 impl PathTable {
+    /// True when `report` says nothing new: a path this table knows, reported `unknown` (a
+    /// restarted checker announcing it before its first probe). Such a report is not allowed to
+    /// overwrite a real state, or a checker crash would look like every path recovering.
+    pub fn is_uninformative(&self, report: &PathReport) -> bool {
+        report.state == PathState::Unknown
+            && self.paths.get(&report.identity.dev_t).is_some_and(|e| {
+                e.report.identity == report.identity && e.report.state != PathState::Unknown
+            })
+    }
+
+    /// Marks a known path as seen by the current checker generation without changing it.
+    pub fn touch(&mut self, dev_t: DevT) {
+        let generation = self.generation;
+        if let Some(e) = self.paths.get_mut(&dev_t) {
+            e.generation = generation;
+        }
+    }
+
     /// Records a report. Returns the previous state, if the path was known.
     pub fn update(&mut self, report: PathReport, fd: Option<OwnedFd>) -> Option<PathState> {
         let dev_t = report.identity.dev_t;
@@ -129,6 +147,53 @@ mod tests {
             .collect();
         assert_eq!(gone, ["sd0"]);
         assert_eq!(t.len(), 1);
+        assert!(t.drop_stale().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+    use mpsup_ipc::{PathIdentity, TurEvidence};
+
+    fn report(state: PathState, name: &str) -> PathReport {
+        PathReport {
+            identity: PathIdentity {
+                name: name.into(),
+                dev_t: DevT {
+                    major: 8,
+                    minor: 16,
+                },
+                hctl: "0:0:0:0".parse().unwrap(),
+                vendor: "V".into(),
+                model: "M".into(),
+                wwid: None,
+                map: None,
+            },
+            state,
+            device_state: "running".into(),
+            evidence: TurEvidence::default(),
+            checked_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn unknown_from_a_restarted_checker_does_not_hide_a_known_state() {
+        let mut t = PathTable::default();
+        assert!(
+            !t.is_uninformative(&report(PathState::Unknown, "sdb")),
+            "new path: recorded"
+        );
+        t.update(report(PathState::Disconnected, "sdb"), None);
+        assert!(t.is_uninformative(&report(PathState::Unknown, "sdb")));
+        // Another device at the same dev_t is news, whatever its state.
+        assert!(!t.is_uninformative(&report(PathState::Unknown, "sdc")));
+        // A restarted checker's unknown still counts as seeing the path.
+        t.new_generation();
+        t.touch(DevT {
+            major: 8,
+            minor: 16,
+        });
         assert!(t.drop_stale().is_empty());
     }
 }

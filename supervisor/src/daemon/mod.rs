@@ -150,7 +150,7 @@ impl Daemon {
                 && self
                     .helpers
                     .iter()
-                    .all(|h| matches!(h.state, HelperState::Stopped))
+                    .all(|h| matches!(h.state, HelperState::Stopped | HelperState::Failed))
             {
                 return self.exit_code;
             }
@@ -267,6 +267,7 @@ impl Daemon {
         let p = &self.policy.policy.supervisor;
         let (mode, max, window) = (p.on_helper_crash, p.max_restarts, p.restart_window);
         if mode == OnHelperCrash::Exit {
+            self.helper(role).state = HelperState::Failed;
             self.fail_stop(format!("the {role} died and on_helper_crash = \"exit\""));
             return;
         }
@@ -276,10 +277,13 @@ impl Daemon {
                 info!(%role, restarts = h.total_restarts, in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "restarting helper");
                 h.state = HelperState::Restarting { at };
             }
-            None => self.fail_stop(format!(
-                "the {role} crashed more than {max} times within {}",
-                humantime::format_duration(window)
-            )),
+            None => {
+                self.helper(role).state = HelperState::Failed;
+                self.fail_stop(format!(
+                    "the {role} crashed more than {max} times within {}",
+                    humantime::format_duration(window)
+                ));
+            }
         }
     }
 
@@ -555,6 +559,10 @@ impl Daemon {
     }
 
     fn on_path_report(&mut self, report: PathReport, fd: Option<OwnedFd>) {
+        if self.paths.is_uninformative(&report) {
+            self.paths.touch(report.identity.dev_t);
+            return;
+        }
         let (identity, state, evidence) = (
             report.identity.clone(),
             report.state.clone(),

@@ -498,3 +498,35 @@ wait_audit() { # EVENT DEV SECONDS
 audit_verify() {
 	"$MPSUP" audit verify "$AUDIT" --head /var/lib/mpsup/audit.head || daemon_fail "audit verify failed"
 }
+
+# helper_pid ROLE: pid of the running mpsup helper of that role (checker, purger, listener).
+helper_pid() {
+	for _p in $(mpsup_pids); do
+		case "$(proc_cmdline "$_p")" in *"__helper $1"*) echo "$_p"; return 0 ;; esac
+	done
+	return 1
+}
+
+# last_check sdX: the time of the checker's latest report on the path, from show paths json.
+last_check() { path_json "$1" | sed 's/.*"last_check":"\([^"]*\)".*/\1/'; }
+
+# audit_intents_closed: every request id with an intent record has exactly one intent and
+# exactly one outcome record. Prints the offenders; status 1 if any.
+audit_intents_closed() {
+	awk '
+		{
+			ev = ""; id = ""
+			if (match($0, /"event":"[^"]*"/)) ev = substr($0, RSTART + 9, RLENGTH - 10)
+			if (match($0, /"id":[0-9]+/)) id = substr($0, RSTART + 5, RLENGTH - 5)
+			if (id == "") next
+			if (ev == "intent") intent[id]++
+			else if (ev ~ /^(deleted|would-delete|failed|refused|cancelled|vanished)$/) out[id]++
+		}
+		END {
+			bad = 0
+			for (i in intent) if (intent[i] != 1 || out[i] != 1) {
+				print "request " i ": " intent[i] " intent(s), " (out[i] + 0) " outcome(s)"; bad = 1
+			}
+			exit bad
+		}' "$AUDIT"
+}
