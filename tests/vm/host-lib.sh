@@ -76,7 +76,9 @@ vm_scenario_file() {
   case "$s" in
     ''|*/*|.*) vm_die "bad scenario name '$s'" ;;
   esac
+  # Benchmarks (tests/vm/bench/, run by scripts/lab-bench) print figures and are not tests.
   local f="$VM_DIR/scenarios/$s.sh"
+  case "$s" in bench-*) f="$VM_DIR/bench/$s.sh" ;; esac
   [ -f "$f" ] || vm_die "no scenario '$s' (no $f); have: $(vm_list_scenarios | tr '\n' ' ')"
   printf '%s\n' "$f"
 }
