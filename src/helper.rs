@@ -1,8 +1,10 @@
 //! Start-up of a helper process (`mpsup __helper <role>`), run right after the supervisor's
 //! exec: adopt the fds the supervisor placed on fixed numbers, check they are what they must
-//! be, close anything else, and hand over to the role's crate.
+//! be, close anything else, and hand over to the role's crate, which calls back into
+//! [`sandbox`] after its own setup and before its loop (profiles: `mpsup_policy::sandbox`).
 
-use mpsup_ipc::{Channel, Role, HELPER_CHANNEL_FD, LISTENER_SOCKET_FD};
+use mpsup_ipc::{Channel, Role, SandboxStatus, HELPER_CHANNEL_FD, LISTENER_SOCKET_FD};
+use mpsup_policy::sandbox::{self as profiles, Helper};
 use nix::sys::socket::{getsockopt, sockopt};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -44,7 +46,42 @@ fn close_strays(first: i32) {
     };
 }
 
-pub fn main(role: Role) -> i32 {
+/// The hook the role's crate calls once, after its setup and before its loop: applies the role's
+/// profile (the same `mpsup_policy::sandbox::apply` the tests call) and reports what it got.
+/// An error (a mandatory part failed) stops the helper with a non-zero exit.
+fn sandbox(
+    role: Role,
+    require_landlock: bool,
+) -> Box<dyn FnOnce() -> Result<SandboxStatus, String>> {
+    let helper = match role {
+        Role::Checker => Helper::Checker,
+        Role::Purger => Helper::Purger,
+        Role::Listener => Helper::Listener,
+    };
+    Box::new(move || {
+        let a = profiles::apply(helper, require_landlock).map_err(|e| e.to_string())?;
+        for w in &a.warnings {
+            tracing::warn!("sandbox: {w}");
+        }
+        tracing::debug!(
+            seccomp = a.seccomp,
+            no_new_privs = a.no_new_privs,
+            capabilities_dropped = a.capabilities_dropped,
+            landlock_abi = ?a.landlock_abi,
+            landlock_fully_enforced = a.landlock_fully_enforced,
+            "sandbox applied"
+        );
+        Ok(SandboxStatus {
+            no_new_privs: a.no_new_privs,
+            seccomp: a.seccomp,
+            landlock_abi: a.landlock_abi,
+            landlock_fully_enforced: a.landlock_fully_enforced,
+            capabilities_dropped: a.capabilities_dropped,
+        })
+    })
+}
+
+pub fn main(role: Role, require_landlock: bool) -> i32 {
     let listen_fd = if role == Role::Listener {
         Some(LISTENER_SOCKET_FD)
     } else {
@@ -59,12 +96,23 @@ pub fn main(role: Role) -> i32 {
         }
     };
     let result = match role {
-        Role::Checker => {
-            mpsup_checker::run(channel, mpsup_checker::Roots::default()).map_err(|e| e.to_string())
-        }
-        Role::Purger => mpsup_purger::run(channel, Default::default()).map_err(|e| e.to_string()),
+        Role::Checker => mpsup_checker::run_sandboxed(
+            channel,
+            mpsup_checker::Roots::default(),
+            sandbox(role, require_landlock),
+        )
+        .map_err(|e| e.to_string()),
+        Role::Purger => mpsup_purger::run_sandboxed(
+            channel,
+            Default::default(),
+            sandbox(role, require_landlock),
+        )
+        .map_err(|e| e.to_string()),
         Role::Listener => match adopt(LISTENER_SOCKET_FD, nix::sys::socket::SockType::Stream) {
-            Ok(listen) => mpsup_listener::run(channel, listen).map_err(|e| e.to_string()),
+            Ok(listen) => {
+                mpsup_listener::run_sandboxed(channel, listen, sandbox(role, require_landlock))
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         },
     };

@@ -53,7 +53,12 @@ enum Command {
     },
     /// Internal: run as a helper process (started by the supervisor only).
     #[command(name = "__helper", hide = true)]
-    Helper { role: String },
+    Helper {
+        role: String,
+        /// Fail closed when landlock cannot be fully enforced (policy `sandbox.require_landlock`).
+        #[arg(long)]
+        require_landlock: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,10 +77,13 @@ fn main() -> ExitCode {
     let format = cli.log_format.unwrap_or_else(LogFormat::detect);
     let level = logging::level_for(cli.verbose);
     let code = match cli.command {
-        Some(Command::Helper { role }) => match role.parse::<Role>() {
+        Some(Command::Helper {
+            role,
+            require_landlock,
+        }) => match role.parse::<Role>() {
             Ok(role) => {
                 logging::init(role.as_str(), level, format);
-                helper::main(role)
+                helper::main(role, require_landlock)
             }
             Err(e) => {
                 eprintln!("mpsup: {e}");
@@ -150,6 +158,11 @@ fn run(file: &std::path::Path, verbose: u8, format: LogFormat) -> i32 {
     let mut args = vec!["--log-format".to_string(), format.as_arg().to_string()];
     if verbose > 0 {
         args.push(format!("-{}", "v".repeat(verbose as usize)));
+    }
+    // Read once at start: a SIGHUP reload does not restart helpers, so a changed
+    // `sandbox.require_landlock` applies from the next helper (re)start.
+    if policy.policy.sandbox.require_landlock {
+        args.push("--require-landlock".to_string());
     }
     mpsup_supervisor::run(
         policy,

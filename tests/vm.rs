@@ -30,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "purge-last-path",
     "purge-orphan",
     "purge-unmap",
+    "sandbox",
 ];
 
 fn root() -> PathBuf {
@@ -152,6 +153,13 @@ fn checker_states() {
 #[test]
 fn purge_unmap() {
     run_scenario("purge-unmap");
+}
+
+/// The helpers' sandboxes on the lab kernel: /proc status of each helper, `show helpers json`,
+/// and a full purge under seccomp + landlock (ABI 6) without any SIGSYS.
+#[test]
+fn sandbox() {
+    run_scenario("sandbox");
 }
 
 /// Issue 4: remapped within the grace period: nothing deleted, audited as cancelled.

@@ -80,7 +80,14 @@ pub enum CheckerError {
     Io(#[from] io::Error),
     #[error("{0} messages queued for a supervisor that does not read them")]
     Backlog(usize),
+    #[error("{0}")]
+    Sandbox(String),
 }
+
+/// Puts the helper in its sandbox and says what was applied. Called once, after the helper's
+/// own setup (epoll, eventfd, uevent socket) and before its loop and `Ready`; an `Err` stops
+/// the helper.
+pub type Sandbox = Box<dyn FnOnce() -> Result<SandboxStatus, String>>;
 
 const CHANNEL: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -113,7 +120,15 @@ pub fn run_with(
     roots: Roots,
     prober: Arc<dyn Prober>,
 ) -> Result<(), CheckerError> {
-    Checker::new(channel, roots, prober)?.run()
+    Checker::new(channel, roots, prober)?.run(SandboxStatus::default())
+}
+
+/// [`run`], sandboxed by `sandbox` between setup and loop. The worker threads start later
+/// (after `Configure`), inside the sandbox, and inherit it.
+pub fn run_sandboxed(channel: Channel, roots: Roots, sandbox: Sandbox) -> Result<(), CheckerError> {
+    let checker = Checker::new(channel, roots, Arc::new(SgIoProber))?;
+    let status = sandbox().map_err(CheckerError::Sandbox)?;
+    checker.run(status)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,10 +234,10 @@ impl Checker {
         })
     }
 
-    fn run(mut self) -> Result<(), CheckerError> {
+    fn run(mut self, sandbox: SandboxStatus) -> Result<(), CheckerError> {
         let hello = Hello {
             pid: std::process::id(),
-            sandbox: SandboxStatus::default(),
+            sandbox,
         };
         self.outbox.push_back(Outgoing {
             msg: CheckerMsg::Ready(hello),

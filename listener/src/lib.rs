@@ -84,15 +84,30 @@ pub enum ListenerError {
     Poll(std::io::Error),
     #[error("control socket: {0}")]
     Socket(std::io::Error),
+    #[error("{0}")]
+    Sandbox(String),
 }
+
+/// Puts the helper in its sandbox and says what was applied. Called once, after the event loop
+/// is set up and before `Ready`; an `Err` stops the helper.
+pub type Sandbox = Box<dyn FnOnce() -> Result<SandboxStatus, String>>;
 
 /// Runs the listener until the supervisor says `Shutdown` or closes the channel (both `Ok`).
 /// `listen` is the bound, listening control socket.
 pub fn run(channel: Channel, listen: OwnedFd) -> Result<(), ListenerError> {
+    run_sandboxed(channel, listen, Box::new(|| Ok(SandboxStatus::default())))
+}
+
+/// [`run`], sandboxed by `sandbox` between setup and loop.
+pub fn run_sandboxed(
+    channel: Channel,
+    listen: OwnedFd,
+    sandbox: Sandbox,
+) -> Result<(), ListenerError> {
     let mut server = server::Server::new(channel, listen)?;
     let hello = Hello {
         pid: std::process::id(),
-        sandbox: SandboxStatus::default(),
+        sandbox: sandbox().map_err(ListenerError::Sandbox)?,
     };
     if server.send(ListenerMsg::Ready(hello))? == server::Flow::Stop {
         return Ok(());

@@ -1,8 +1,9 @@
-//! mpsup's policy: the policy.toml schema, its validation, and (later) the helpers' sandbox
-//! profiles. Loading either yields a complete, validated [`LoadedPolicy`] or one [`PolicyError`]
-//! that names the file, line, column and key; nothing is half-applied.
+//! mpsup's policy: the policy.toml schema, its validation, and the helpers' sandbox profiles
+//! ([`sandbox`]). Loading either yields a complete, validated [`LoadedPolicy`] or one
+//! [`PolicyError`] that names the file, line, column and key; nothing is half-applied.
 
 mod locate;
+pub mod sandbox;
 pub mod schema;
 mod validate;
 

@@ -121,7 +121,13 @@ pub enum PurgerError {
     Protocol(String),
     #[error("waiting on the supervisor channel: {0}")]
     Poll(nix::errno::Errno),
+    #[error("{0}")]
+    Sandbox(String),
 }
+
+/// Puts the helper in its sandbox and says what was applied. Called once, before the loop and
+/// `Ready`; an `Err` stops the helper.
+pub type Sandbox = Box<dyn FnOnce() -> Result<mpsup_ipc::SandboxStatus, String>>;
 
 /// The helper's main loop with the real backend (SG_IO, fstat, sysfs writes). Returns `Ok` on
 /// `Shutdown` or when the supervisor closes the channel; a protocol violation or a channel
@@ -132,7 +138,14 @@ pub fn run(channel: Channel, roots: Roots) -> Result<(), PurgerError> {
 
 /// [`run`] with another backend (tests).
 pub fn run_with(channel: Channel, roots: Roots, backend: Backend) -> Result<(), PurgerError> {
-    pipeline::Purger::new(link::Link::new(channel), roots, backend).run()
+    pipeline::Purger::new(link::Link::new(channel), roots, backend).run(Default::default())
+}
+
+/// [`run`], sandboxed by `sandbox` between setup and loop.
+pub fn run_sandboxed(channel: Channel, roots: Roots, sandbox: Sandbox) -> Result<(), PurgerError> {
+    let purger = pipeline::Purger::new(link::Link::new(channel), roots, Backend::real());
+    let status = sandbox().map_err(PurgerError::Sandbox)?;
+    purger.run(status)
 }
 
 #[cfg(test)]

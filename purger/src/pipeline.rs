@@ -124,10 +124,10 @@ impl Purger {
     }
 
     /// `Ready`, then requests one at a time until `Shutdown` or the supervisor goes away.
-    pub fn run(mut self) -> Result<(), PurgerError> {
+    pub fn run(mut self, sandbox: SandboxStatus) -> Result<(), PurgerError> {
         let hello = Hello {
             pid: std::process::id(),
-            sandbox: SandboxStatus::default(),
+            sandbox,
         };
         if !self.link.send(&PurgerMsg::Ready(hello))? {
             return Ok(());
