@@ -266,6 +266,25 @@ fn checker_reads_sysfs_and_devices_and_writes_nothing() {
         ALLOWED
     });
     assert_eq!(socket, End::Signal(Signal::SIGSYS), "checker socket");
+    // It may read its fd limit (to size its path-fd budget), never change it.
+    let read_limit = in_sandbox(
+        Helper::Checker,
+        true,
+        || match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+            Ok(_) => OK,
+            Err(e) => OTHER_ERRNO + e as i32,
+        },
+    );
+    assert_eq!(read_limit, End::Exit(OK), "checker reads RLIMIT_NOFILE");
+    let set_limit = in_sandbox(Helper::Checker, true, || {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64);
+        ALLOWED
+    });
+    assert_eq!(
+        set_limit,
+        End::Signal(Signal::SIGSYS),
+        "checker sets RLIMIT_NOFILE"
+    );
 }
 
 #[test]

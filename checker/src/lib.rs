@@ -337,6 +337,7 @@ impl Checker {
         match msg {
             ToChecker::Configure(c) => {
                 let s = Settings::from_config(&c);
+                self.tracker.set_fd_budget(fd_budget());
                 let now = Instant::now();
                 match &self.pool {
                     None => {
@@ -441,6 +442,12 @@ impl Checker {
         } else {
             self.tracker.start_probes(now, s.tur_timeout)
         };
+        if self.tracker.starved > 0 {
+            warn!(
+                paths = self.tracker.starved,
+                "paths not probed: out of file descriptors for them (RLIMIT_NOFILE)"
+            );
+        }
         let ids: HashSet<u64> = jobs.iter().map(|j| j.id).collect();
         if !only_new {
             if let Some(old) = self.round.replace(ids.clone()) {
@@ -476,3 +483,15 @@ fn wall_ms() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Fds the checker may spend on paths: its RLIMIT_NOFILE (set by its sandbox profile) less room
+/// for its own (channel, epoll, uevent socket, sysfs files read during a scan).
+fn fd_budget() -> Option<usize> {
+    const OWN_FDS: u64 = 64;
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => {
+            Some(soft.saturating_sub(OWN_FDS).max(1) as usize)
+        }
+        _ => None,
+    }
+}

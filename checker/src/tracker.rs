@@ -120,6 +120,12 @@ pub struct Tracker {
     /// Probes in flight the watchdog has not fired for, oldest first.
     watch: BTreeSet<(Instant, u64)>,
     next_id: u64,
+    /// Most path fds (open or being opened) at once; `None` is unlimited. Past it, probes that
+    /// need a new fd wait, so that discovery itself never runs out of fds (EMFILE would blind
+    /// the checker to every path, not only the ones over the limit).
+    fd_budget: Option<usize>,
+    /// Probes held back by the budget in the last `start`.
+    pub starved: usize,
 }
 
 impl Tracker {
@@ -225,11 +231,29 @@ impl Tracker {
         self.start(now, timeout, true)
     }
 
+    pub fn set_fd_budget(&mut self, budget: Option<usize>) {
+        self.fd_budget = budget;
+    }
+
     fn start(&mut self, now: Instant, timeout: Duration, only_new: bool) -> Vec<Job> {
         let mut jobs = Vec::new();
+        // Fds held, plus opens already handed to workers.
+        let mut used = self
+            .paths
+            .values()
+            .filter(|e| e.fd.is_some() || e.in_flight.is_some())
+            .count();
+        self.starved = 0;
         for e in self.paths.values_mut() {
             if e.in_flight.is_some() || (only_new && e.probed) {
                 continue;
+            }
+            if e.fd.is_none() {
+                if self.fd_budget.is_some_and(|b| used >= b) {
+                    self.starved += 1;
+                    continue;
+                }
+                used += 1;
             }
             e.in_flight = Some(now);
             e.overdue = false;
@@ -652,5 +676,35 @@ mod tests {
             t.apply_outcome(o, 1);
         }
         assert!(!t.start_probes(Instant::now(), Duration::from_secs(30))[0].want_vpd);
+    }
+
+    #[test]
+    fn the_fd_budget_holds_back_probes_that_need_a_new_fd() {
+        let mut t = Tracker::new();
+        t.set_fd_budget(Some(2));
+        t.apply_discovery(vec![
+            found("sda", 0, "running"),
+            found("sdb", 16, "running"),
+            found("sdc", 32, "running"),
+        ]);
+        let now = Instant::now();
+        let jobs = t.start_probes(now, Duration::from_secs(1));
+        assert_eq!(jobs.len(), 2, "two opens fit the budget");
+        assert_eq!(t.starved, 1);
+        // Results come back with their fds: the budget is full, the third path still waits.
+        for j in &jobs {
+            t.apply_outcome(outcome(j.id, PathState::Up, Some(null_fd())), 1);
+        }
+        let again = t.start_probes(now, Duration::from_secs(1));
+        assert_eq!(again.len(), 2, "paths holding fds keep being probed");
+        assert!(again.iter().all(|j| j.fd.is_some()));
+        assert_eq!(t.starved, 1);
+        // Without a budget everything is probed.
+        t.set_fd_budget(None);
+        for j in &again {
+            t.apply_outcome(outcome(j.id, PathState::Up, None), 1);
+        }
+        assert_eq!(t.start_probes(now, Duration::from_secs(1)).len(), 3);
+        assert_eq!(t.starved, 0);
     }
 }

@@ -263,6 +263,15 @@ pub fn profile(helper: Helper) -> Profile {
                 sys!(SYS_set_robust_list),
                 sys!(SYS_rseq),
                 sys!(SYS_sched_getaffinity),
+                // reading (never setting: new_limit is NULL) its RLIMIT_NOFILE, to size its
+                // budget of path fds
+                sys!(
+                    SYS_prlimit64,
+                    &[Arg::NoneSet {
+                        index: 2,
+                        mask: u64::MAX
+                    }]
+                ),
                 sys!(
                     SYS_prctl,
                     &[Arg::Eq32 {

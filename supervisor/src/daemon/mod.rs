@@ -82,6 +82,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(policy: LoadedPolicy, opts: RunOptions) -> Result<Daemon, String> {
+        raise_fd_limit();
         let signals = signals::signal_fd().map_err(|e| format!("signalfd: {e}"))?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         poll.registry()
@@ -804,4 +805,34 @@ fn identity_of_record(r: &crate::audit::Record) -> Option<(u64, PathIdentity)> {
             map: None,
         },
     ))
+}
+
+/// The checker keeps one fd per path and the supervisor one per disconnected path; a default
+/// RLIMIT_NOFILE (1024 soft, 4096 hard) blinds the checker on a host with a few thousand paths
+/// (seen in the lab benchmark: it could not even list /sys/class/block). Raise both limits to
+/// what the checker's sandbox profile allows, before forking: the helpers inherit the hard
+/// limit and only a privileged process may raise it. Failing is a warning, not an error.
+fn raise_fd_limit() {
+    use mpsup_policy::sandbox::{CHECKER_MAX_PATHS, FD_SLACK};
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = CHECKER_MAX_PATHS + FD_SLACK;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)) {
+        Ok(()) => info!(from = soft, to = want, "raised RLIMIT_NOFILE"),
+        Err(e) => {
+            let usable = hard.max(soft);
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, usable, hard);
+            warn!(
+                soft = usable,
+                hard,
+                want,
+                "cannot raise RLIMIT_NOFILE ({e}): the checker can watch fewer than {usable} paths"
+            );
+        }
+    }
 }
