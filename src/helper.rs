@@ -4,7 +4,7 @@
 //! [`sandbox`] after its own setup and before its loop (profiles: `mpsup_policy::sandbox`).
 
 use mpsup_ipc::{Channel, Role, SandboxStatus, HELPER_CHANNEL_FD, LISTENER_SOCKET_FD};
-use mpsup_policy::sandbox::{self as profiles, Helper};
+use mpsup_policy::sandbox as profiles;
 use nix::sys::socket::{getsockopt, sockopt};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -53,13 +53,8 @@ fn sandbox(
     role: Role,
     require_landlock: bool,
 ) -> Box<dyn FnOnce() -> Result<SandboxStatus, String>> {
-    let helper = match role {
-        Role::Checker => Helper::Checker,
-        Role::Purger => Helper::Purger,
-        Role::Listener => Helper::Listener,
-    };
     Box::new(move || {
-        let a = profiles::apply(helper, require_landlock).map_err(|e| e.to_string())?;
+        let a = profiles::apply(role, require_landlock).map_err(|e| e.to_string())?;
         for w in &a.warnings {
             tracing::warn!("sandbox: {w}");
         }

@@ -10,7 +10,7 @@
 mod common;
 
 use common::Daemon;
-use mpsup_policy::sandbox::{apply, restrict_filesystem, Helper};
+use mpsup_policy::sandbox::{apply, restrict_filesystem, Role};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
@@ -32,7 +32,7 @@ enum End {
 
 /// Forks; the child puts itself in `helper`'s sandbox (the full profile, or only landlock) and
 /// exits with what `f` returns. The parent returns how the child ended.
-fn in_sandbox(helper: Helper, full: bool, f: impl FnOnce() -> i32) -> End {
+fn in_sandbox(helper: Role, full: bool, f: impl FnOnce() -> i32) -> End {
     // SAFETY: the child only applies the sandbox, runs `f` (plain syscalls, small allocations:
     // glibc keeps malloc usable after fork) and leaves with _exit, never returning into the
     // test harness.
@@ -111,7 +111,7 @@ fn all_of(codes: &[i32]) -> i32 {
 
 /// Runs `f` in the sandbox with a socketpair made before the sandbox (like the helpers' channel):
 /// sending and receiving on it must work.
-fn channel_works(helper: Helper) -> End {
+fn channel_works(helper: Role) -> End {
     use nix::sys::socket::{
         recvmsg, sendmsg, socketpair, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
     };
@@ -146,7 +146,7 @@ fn channel_works(helper: Helper) -> End {
     })
 }
 
-const ALL: [Helper; 3] = [Helper::Checker, Helper::Purger, Helper::Listener];
+const ALL: [Role; 3] = [Role::Checker, Role::Purger, Role::Listener];
 
 #[test]
 fn every_helper_can_use_its_channel() {
@@ -209,7 +209,7 @@ fn no_helper_may_ptrace_mount_or_exec() {
 fn listener_sees_no_filesystem() {
     for full in [true, false] {
         for path in ["/dev/null", "/sys/class", SYSFS_DEVICES, "/etc/passwd"] {
-            let end = in_sandbox(Helper::Listener, full, || {
+            let end = in_sandbox(Role::Listener, full, || {
                 expect_errno(open_read(path), libc::EACCES)
             });
             assert_eq!(
@@ -223,7 +223,7 @@ fn listener_sees_no_filesystem() {
 
 #[test]
 fn checker_reads_sysfs_and_devices_and_writes_nothing() {
-    let end = in_sandbox(Helper::Checker, true, || {
+    let end = in_sandbox(Role::Checker, true, || {
         all_of(&[
             expect_ok(std::fs::read_dir("/sys/class").map(|d| d.count())),
             expect_ok(std::fs::read_to_string("/sys/devices/virtual/mem/null/dev")),
@@ -237,16 +237,16 @@ fn checker_reads_sysfs_and_devices_and_writes_nothing() {
     });
     assert_eq!(end, End::Exit(OK), "checker's own job");
     for path in [SYSFS_OUTSIDE, SYSFS_DEVICES, "/dev/null"] {
-        let end = in_sandbox(Helper::Checker, true, || {
+        let end = in_sandbox(Role::Checker, true, || {
             expect_errno(open_write(path), libc::EACCES)
         });
         assert_eq!(end, End::Exit(OK), "checker write {path}");
     }
-    let end = in_sandbox(Helper::Checker, true, || {
+    let end = in_sandbox(Role::Checker, true, || {
         expect_errno(open_read("/etc/passwd"), libc::EACCES)
     });
     assert_eq!(end, End::Exit(OK), "checker read /etc/passwd");
-    let ioctl = in_sandbox(Helper::Checker, true, || {
+    let ioctl = in_sandbox(Role::Checker, true, || {
         let f = match open_read("/dev/null") {
             Ok(f) => f,
             Err(e) => return errno_code(&e),
@@ -261,22 +261,20 @@ fn checker_reads_sysfs_and_devices_and_writes_nothing() {
         End::Signal(Signal::SIGSYS),
         "checker ioctl other than SG_IO"
     );
-    let socket = in_sandbox(Helper::Checker, true, || {
+    let socket = in_sandbox(Role::Checker, true, || {
         let _ = std::net::UdpSocket::bind("127.0.0.1:0");
         ALLOWED
     });
     assert_eq!(socket, End::Signal(Signal::SIGSYS), "checker socket");
     // It may read its fd limit (to size its path-fd budget), never change it.
-    let read_limit = in_sandbox(
-        Helper::Checker,
-        true,
-        || match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-            Ok(_) => OK,
-            Err(e) => OTHER_ERRNO + e as i32,
-        },
-    );
+    let read_limit = in_sandbox(Role::Checker, true, || match nix::sys::resource::getrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+    ) {
+        Ok(_) => OK,
+        Err(e) => OTHER_ERRNO + e as i32,
+    });
     assert_eq!(read_limit, End::Exit(OK), "checker reads RLIMIT_NOFILE");
-    let set_limit = in_sandbox(Helper::Checker, true, || {
+    let set_limit = in_sandbox(Role::Checker, true, || {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64);
         ALLOWED
     });
@@ -289,7 +287,7 @@ fn checker_reads_sysfs_and_devices_and_writes_nothing() {
 
 #[test]
 fn purger_writes_only_beneath_sys_devices_and_opens_no_socket() {
-    let end = in_sandbox(Helper::Purger, true, || {
+    let end = in_sandbox(Role::Purger, true, || {
         all_of(&[
             expect_ok(std::fs::read_dir("/sys/class").map(|d| d.count())),
             expect_ok(open_read("/dev/null")),
@@ -299,23 +297,23 @@ fn purger_writes_only_beneath_sys_devices_and_opens_no_socket() {
     });
     assert_eq!(end, End::Exit(OK), "purger's own job");
     for path in [SYSFS_OUTSIDE, "/dev/null"] {
-        let end = in_sandbox(Helper::Purger, true, || {
+        let end = in_sandbox(Role::Purger, true, || {
             expect_errno(open_write(path), libc::EACCES)
         });
         assert_eq!(end, End::Exit(OK), "purger write {path}");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let new_file = tmp.path().join("x");
-    let end = in_sandbox(Helper::Purger, true, move || {
+    let end = in_sandbox(Role::Purger, true, move || {
         expect_errno(std::fs::File::create(&new_file), libc::EACCES)
     });
     assert_eq!(end, End::Exit(OK), "purger create a file");
-    let socket = in_sandbox(Helper::Purger, true, || {
+    let socket = in_sandbox(Role::Purger, true, || {
         let _ = std::os::unix::net::UnixDatagram::unbound();
         ALLOWED
     });
     assert_eq!(socket, End::Signal(Signal::SIGSYS), "purger socket");
-    let thread = in_sandbox(Helper::Purger, true, || {
+    let thread = in_sandbox(Role::Purger, true, || {
         let _ = std::thread::spawn(|| 1).join();
         ALLOWED
     });

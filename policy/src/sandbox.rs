@@ -39,23 +39,8 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The helper a profile is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Helper {
-    Checker,
-    Purger,
-    Listener,
-}
-
-impl Helper {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Helper::Checker => "checker",
-            Helper::Purger => "purger",
-            Helper::Listener => "listener",
-        }
-    }
-}
+/// The helper a profile is for: the same role names the IPC layer uses.
+pub use mpsup_ipc::Role;
 
 /// The landlock ABI whose rights the profiles handle: 6 (Linux 6.12) adds the scopes; 5 the
 /// device ioctl right; 4 TCP; 3 truncate; 2 refer. Later ABIs add nothing these profiles use.
@@ -113,7 +98,7 @@ pub struct Allow {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
-    pub helper: Helper,
+    pub helper: Role,
     /// RLIMIT_NOFILE, soft and hard.
     pub nofile: u64,
     pub fs: &'static [FsRule],
@@ -243,11 +228,11 @@ const PURGER_FS: &[FsRule] = &[
 ];
 
 /// The profile of one helper.
-pub fn profile(helper: Helper) -> Profile {
+pub fn profile(helper: Role) -> Profile {
     let mut allow = common();
     let mut errno = Vec::new();
     let (nofile, fs) = match helper {
-        Helper::Checker => {
+        Role::Checker => {
             allow.extend(read_side());
             allow.extend([
                 // uevents: the netlink socket is opened before the sandbox; only reading it.
@@ -285,11 +270,11 @@ pub fn profile(helper: Helper) -> Profile {
             errno.push((sys!(SYS_clone3), libc::ENOSYS));
             (CHECKER_MAX_PATHS + FD_SLACK, CHECKER_FS)
         }
-        Helper::Purger => {
+        Role::Purger => {
             allow.extend(read_side());
             (PURGER_NOFILE, PURGER_FS)
         }
-        Helper::Listener => {
+        Role::Listener => {
             allow.extend([
                 sys!(SYS_accept4),
                 sys!(SYS_getsockopt),
@@ -350,7 +335,7 @@ fn err(step: &'static str, e: impl fmt::Display) -> SandboxError {
 /// Puts the calling process in `helper`'s sandbox. Must be called while the process has one
 /// thread (landlock, capabilities and no_new_privs are per thread; threads started later
 /// inherit all of them and the seccomp filters).
-pub fn apply(helper: Helper, require_landlock: bool) -> Result<Applied, SandboxError> {
+pub fn apply(helper: Role, require_landlock: bool) -> Result<Applied, SandboxError> {
     let p = profile(helper);
     let programs = compile(&p)?;
     single_threaded()?;
@@ -478,7 +463,7 @@ fn fs_access(list: &[FsAccess]) -> BitFlags<AccessFs> {
 
 /// Only the landlock part of `helper`'s profile (what [`apply`] does in its second step); for
 /// tests that must see landlock's own verdict where seccomp would answer first.
-pub fn restrict_filesystem(helper: Helper, require: bool) -> Result<Applied, SandboxError> {
+pub fn restrict_filesystem(helper: Role, require: bool) -> Result<Applied, SandboxError> {
     let mut applied = Applied::default();
     apply_landlock(&profile(helper), require, &mut applied)?;
     Ok(applied)
@@ -595,7 +580,7 @@ mod tests {
 
     #[test]
     fn every_profile_compiles() {
-        for h in [Helper::Checker, Helper::Purger, Helper::Listener] {
+        for h in [Role::Checker, Role::Purger, Role::Listener] {
             let p = profile(h);
             let progs = compile(&p).map_err(|e| e.to_string());
             assert!(progs.is_ok(), "{h:?}: {progs:?}");
@@ -609,10 +594,10 @@ mod tests {
 
     #[test]
     fn only_the_checker_may_start_threads_and_nobody_exec_or_socket() {
-        for h in [Helper::Checker, Helper::Purger, Helper::Listener] {
+        for h in [Role::Checker, Role::Purger, Role::Listener] {
             let p = profile(h);
             let has = |nr: i64| p.allow.iter().any(|a| a.nr == nr);
-            assert_eq!(has(libc::SYS_clone), h == Helper::Checker, "{h:?}");
+            assert_eq!(has(libc::SYS_clone), h == Role::Checker, "{h:?}");
             for nr in [
                 libc::SYS_execve,
                 libc::SYS_execveat,
@@ -628,7 +613,7 @@ mod tests {
 
     #[test]
     fn ioctl_only_sg_io() {
-        for h in [Helper::Checker, Helper::Purger] {
+        for h in [Role::Checker, Role::Purger] {
             let p = profile(h);
             let ioctls: Vec<_> = p.allow.iter().filter(|a| a.nr == libc::SYS_ioctl).collect();
             assert_eq!(ioctls.len(), 1);
@@ -640,7 +625,7 @@ mod tests {
                 }]
             );
         }
-        assert!(!profile(Helper::Listener)
+        assert!(!profile(Role::Listener)
             .allow
             .iter()
             .any(|a| a.nr == libc::SYS_ioctl));
