@@ -333,9 +333,19 @@ fn status_field(pid: i32, key: &str) -> String {
 }
 
 #[test]
-fn the_running_helpers_are_sandboxed() {
+fn the_running_helpers_are_sandboxed_and_the_supervisor_holds_no_capability() {
     let mut d = Daemon::start("");
     let helpers = d.wait_ready();
+    // The supervisor keeps nothing after start: no capability in any set, no_new_privs.
+    let sup = d.pid();
+    assert_eq!(status_field(sup, "NoNewPrivs"), "1", "supervisor");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            status_field(sup, caps),
+            "0000000000000000",
+            "supervisor {caps}"
+        );
+    }
     for (role, pid) in &helpers {
         assert_eq!(status_field(*pid, "Seccomp"), "2", "{role}");
         assert_eq!(status_field(*pid, "NoNewPrivs"), "1", "{role}");

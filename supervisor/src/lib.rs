@@ -14,6 +14,7 @@ mod control_socket;
 mod daemon;
 pub mod helpers;
 pub mod paths;
+mod privileges;
 pub mod purge;
 mod render;
 mod signals;

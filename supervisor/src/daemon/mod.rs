@@ -132,6 +132,12 @@ impl Daemon {
             stop_deadline: None,
             exit_code: exit::OK,
         };
+        // Everything privileged is done: the socket is bound and chown'ed, the directories and
+        // the audit log exist, the fd limit is raised.
+        if nix::unistd::geteuid().is_root() {
+            crate::privileges::drop_all().map_err(|e| format!("cannot drop privileges: {e}"))?;
+            info!("all capabilities dropped, no_new_privs set");
+        }
         for role in Role::ALL {
             daemon
                 .start_helper(role)

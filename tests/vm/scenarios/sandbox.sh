@@ -23,6 +23,14 @@ mpsup_start "$P"
 wait_state "$A" up 30
 wait_state "$B" up 10
 
+step "the supervisor keeps no capability after start"
+st="/proc/$SUP/status"
+show grep -E '^(NoNewPrivs|Cap[A-Za-z]+):' "$st"
+expect_eq "$(awk '$1 == "NoNewPrivs:" { print $2 }' "$st")" 1 "supervisor NoNewPrivs"
+for c in CapInh CapPrm CapEff CapBnd CapAmb; do
+	expect_eq "$(awk -v k="$c:" '$1 == k { print $2 }' "$st")" 0000000000000000 "supervisor $c"
+done
+
 step "every helper is sandboxed"
 for role in checker purger listener; do
 	pid="$(helper_pid "$role")"
