@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,29 +22,23 @@ use std::path::{Path, PathBuf};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One line of the audit log. Field order is the on-disk order.
+/// One line of the audit log: the event between its sequence/time and its hashes. Field order
+/// is the on-disk order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
     pub time: String,
-    pub event: String,
-    /// Purge request id, unique across restarts.
-    pub id: Option<u64>,
-    pub dev: Option<String>,
-    pub dev_t: Option<String>,
-    pub hctl: Option<String>,
-    pub wwid: Option<String>,
-    pub map: Option<String>,
-    pub reason: Option<String>,
-    pub evidence: serde_json::Value,
+    #[serde(flatten)]
+    pub body: Event,
     pub policy_sha256: String,
     pub prev_sha256: String,
 }
 
 /// What the caller fills in; the log adds seq, time, policy hash and chain.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    pub event: &'static str,
+    pub event: Cow<'static, str>,
+    /// Purge request id, unique across restarts.
     pub id: Option<u64>,
     pub dev: Option<String>,
     pub dev_t: Option<String>,
@@ -145,7 +140,7 @@ impl AuditLog {
             );
             log.append(
                 Event {
-                    event: "recovered",
+                    event: "recovered".into(),
                     reason: Some(reason),
                     ..Event::default()
                 },
@@ -169,15 +164,7 @@ impl AuditLog {
         let record = Record {
             seq: self.seq + 1,
             time: now_rfc3339(),
-            event: ev.event.to_string(),
-            id: ev.id,
-            dev: ev.dev,
-            dev_t: ev.dev_t,
-            hctl: ev.hctl,
-            wwid: ev.wwid,
-            map: ev.map,
-            reason: ev.reason,
-            evidence: ev.evidence,
+            body: ev,
             policy_sha256: policy_sha256.to_string(),
             prev_sha256: self.prev.clone(),
         };
@@ -194,7 +181,7 @@ impl AuditLog {
             .map_err(|e| format!("cannot fsync audit log {}: {e}", self.path.display()))?;
         self.seq = record.seq;
         self.prev = hash;
-        self.max_id = self.max_id.max(record.id.unwrap_or(0));
+        self.max_id = self.max_id.max(record.body.id.unwrap_or(0));
         self.write_head()?;
         Ok(record)
     }
@@ -314,11 +301,11 @@ fn check_line(line: &[u8], s: &mut Scan) -> Result<(), String> {
     }
     s.seq = rec.seq;
     s.prev = sha256_hex(line);
-    s.max_id = s.max_id.max(rec.id.unwrap_or(0));
-    if rec.event == "intent" {
+    s.max_id = s.max_id.max(rec.body.id.unwrap_or(0));
+    if rec.body.event == "intent" {
         s.open_intents.push(rec);
-    } else if is_outcome(&rec.event) {
-        s.open_intents.retain(|i| i.id != rec.id);
+    } else if is_outcome(&rec.body.event) {
+        s.open_intents.retain(|i| i.body.id != rec.body.id);
     }
     Ok(())
 }
@@ -373,7 +360,7 @@ mod tests {
 
     fn ev(event: &'static str, id: u64) -> Event {
         Event {
-            event,
+            event: event.into(),
             id: Some(id),
             dev: Some("sdc".into()),
             ..Event::default()
@@ -400,7 +387,7 @@ mod tests {
         );
         let (log, rec) = AuditLog::open(&log_path, &state).unwrap();
         assert_eq!(rec.open_intents.len(), 1);
-        assert_eq!(rec.open_intents[0].id, Some(2));
+        assert_eq!(rec.open_intents[0].body.id, Some(2));
         assert_eq!(log.max_id(), 2);
     }
 

@@ -117,7 +117,7 @@ fn purger_json(e: &PurgeEvidence) -> Value {
 fn event_for(r: &Request, event: &'static str, reason: Option<String>, evidence: Value) -> Event {
     let id = &r.identity;
     Event {
-        event,
+        event: event.into(),
         id: Some(r.id),
         dev: Some(id.name.clone()),
         dev_t: Some(id.dev_t.to_string()),
@@ -280,7 +280,7 @@ impl PurgeBook {
     fn set_pause(&mut self, reason: String) -> Event {
         self.pause = Some(reason.clone());
         Event {
-            event: "paused",
+            event: "paused".into(),
             reason: Some(reason),
             evidence: json!({}),
             ..Event::default()
@@ -300,7 +300,7 @@ impl PurgeBook {
         let was = self.pause.take()?;
         self.disconnects.clear();
         Some(Event {
-            event: "resumed",
+            event: "resumed".into(),
             reason: Some(format!("resumed by {who}; was: {was}")),
             evidence: json!({}),
             ..Event::default()
@@ -641,7 +641,10 @@ mod tests {
         let out = b
             .on_outcome(id, &PurgeOutcome::Deleted, &PurgeEvidence::default(), false)
             .unwrap();
-        assert_eq!((out.event, out.dev.as_deref()), ("deleted", Some("sdc")));
+        assert_eq!(
+            (out.event.as_ref(), out.dev.as_deref()),
+            ("deleted", Some("sdc"))
+        );
         assert!(b.request_for(sdc.dev_t).is_none());
         assert_eq!(b.history().last().unwrap().state, "deleted");
     }
@@ -656,7 +659,7 @@ mod tests {
             .on_not_disconnected(sdc.dev_t, "path reported up again".into())
             .unwrap();
         assert_eq!(
-            (e.event, e.reason.as_deref()),
+            (e.event.as_ref(), e.reason.as_deref()),
             ("cancelled", Some("path reported up again"))
         );
         assert!(b.request_for(sdc.dev_t).is_none());
@@ -693,7 +696,7 @@ mod tests {
             .on_outcome(id, &PurgeOutcome::Aborted, &PurgeEvidence::default(), false)
             .unwrap();
         assert_eq!(
-            (out.event, out.reason.as_deref()),
+            (out.event.as_ref(), out.reason.as_deref()),
             ("cancelled", Some("path reported up again"))
         );
         let _ = p;

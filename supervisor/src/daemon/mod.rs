@@ -297,7 +297,7 @@ impl Daemon {
     fn fail_stop(&mut self, why: String) {
         error!("fail-stop: {why}");
         self.audit(Event {
-            event: "supervisor-stop",
+            event: "supervisor-stop".into(),
             reason: Some(why.clone()),
             evidence: serde_json::json!({}),
             ..Event::default()
@@ -638,7 +638,7 @@ impl Daemon {
                 let ev = self.book.on_outcome(id, &outcome, &evidence, dry_run)?;
                 info!(
                     id,
-                    event = ev.event,
+                    event = %ev.event,
                     dev = ev.dev.as_deref().unwrap_or(""),
                     reason = ev.reason.as_deref().unwrap_or(""),
                     "purge finished"
@@ -705,7 +705,7 @@ impl Daemon {
                 return Err(e);
             }
         }
-        let word = ev.event;
+        let word = ev.event.clone();
         self.audit.append(ev, &self.policy.sha256)?;
         *self.stats.audit_events.entry(word.to_string()).or_default() += 1;
         Ok(())
@@ -771,7 +771,7 @@ impl Daemon {
                     serde_json::json!({ "old_sha256": old_hash, "new_sha256": new_hash });
                 let reason = Some(format!("policy reloaded from {}", path.display()));
                 self.audit(Event {
-                    event: "policy-change",
+                    event: "policy-change".into(),
                     reason,
                     evidence,
                     ..Event::default()
@@ -800,14 +800,14 @@ impl Daemon {
 /// The identity an intent record names, to resolve it after a restart.
 fn identity_of_record(r: &crate::audit::Record) -> Option<(u64, PathIdentity)> {
     Some((
-        r.id?,
+        r.body.id?,
         PathIdentity {
-            name: r.dev.clone()?,
-            dev_t: r.dev_t.as_deref()?.parse().ok()?,
-            hctl: r.hctl.as_deref()?.parse().ok()?,
+            name: r.body.dev.clone()?,
+            dev_t: r.body.dev_t.as_deref()?.parse().ok()?,
+            hctl: r.body.hctl.as_deref()?.parse().ok()?,
             vendor: String::new(),
             model: String::new(),
-            wwid: r.wwid.clone(),
+            wwid: r.body.wwid.clone(),
             map: None,
         },
     ))
