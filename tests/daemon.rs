@@ -134,6 +134,19 @@ fn garbage_gets_the_helper_killed_and_replaced(role: &str, frame: &[u8], why: &s
     let new: i32 = field(&ready, "pid").parse().unwrap();
     assert_ne!(new, old);
     assert!(!alive(old));
+    let stats = mpsup_listener::client::request(
+        &d.dir.path().join("mpsup.sock"),
+        "show stats",
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    for r in ["checker", "purger", "listener"] {
+        let want = format!(
+            "mpsup_protocol_violations_total{{role=\"{r}\"}} {}\n",
+            u8::from(r == role)
+        );
+        assert!(stats.contains(&want), "want {want:?} in {stats}");
+    }
     // The supervisor kept running throughout and still stops cleanly.
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), 0);

@@ -351,15 +351,31 @@ impl Daemon {
     /// The helper broke the protocol or stopped talking: it is not trusted again. SIGKILL, and
     /// the restart decision is made when SIGCHLD reports it dead.
     fn kill_helper(&mut self, role: Role, why: &str) {
-        if why.starts_with("protocol violation") {
-            *self.stats.protocol_violations.entry(role).or_default() += 1;
-        }
         if let Some(pid) = self.helper(role).pid() {
             error!(%role, pid = pid.as_raw(), "{why}: killing helper");
             let _ = kill(pid, Signal::SIGKILL);
         }
         self.drop_channel(role);
         self.hello_deadline[role as usize] = None;
+    }
+
+    /// The helper sent something the protocol forbids: counted, then killed like any lost helper.
+    fn protocol_violation(&mut self, role: Role, why: impl std::fmt::Display) {
+        *self.stats.protocol_violations.entry(role).or_default() += 1;
+        self.kill_helper(role, &format!("protocol violation: {why}"));
+    }
+
+    /// Sends to a role's helper; a helper that is not running is a closed channel.
+    fn send<T: Message>(
+        &self,
+        role: Role,
+        msg: &T,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), IpcError> {
+        match &self.helpers[role as usize].state {
+            HelperState::Running { channel, .. } => channel.send(msg, fd),
+            _ => Err(IpcError::Closed),
+        }
     }
 
     fn begin_stop(&mut self) {
@@ -369,10 +385,10 @@ impl Daemon {
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
         for role in Role::ALL {
             let sent = match &self.helpers[role as usize].state {
-                HelperState::Running { channel, .. } => match role {
-                    Role::Checker => channel.send(&ToChecker::Shutdown, None),
-                    Role::Purger => channel.send(&ToPurger::Shutdown, None),
-                    Role::Listener => channel.send(&ToListener::Shutdown, None),
+                HelperState::Running { .. } => match role {
+                    Role::Checker => self.send(role, &ToChecker::Shutdown, None),
+                    Role::Purger => self.send(role, &ToPurger::Shutdown, None),
+                    Role::Listener => self.send(role, &ToListener::Shutdown, None),
                 },
                 HelperState::Restarting { .. } => {
                     self.helper(role).state = HelperState::Stopped;
@@ -434,9 +450,7 @@ impl Daemon {
             match result {
                 Ok(Some(Ok(()))) => continue,
                 Ok(None) => return,
-                Ok(Some(Err(violation))) => {
-                    return self.kill_helper(role, &format!("protocol violation: {violation}"))
-                }
+                Ok(Some(Err(violation))) => return self.protocol_violation(role, violation),
                 Err(IpcError::WouldBlock) => return,
                 // Closing the channel is how a helper answers Shutdown; otherwise it is a crash.
                 Err(IpcError::Closed) if self.stop_deadline.is_some() => {
@@ -445,7 +459,7 @@ impl Daemon {
                 Err(IpcError::Closed) => {
                     return self.kill_helper(role, "helper closed its channel")
                 }
-                Err(e) => return self.kill_helper(role, &format!("protocol violation: {e}")),
+                Err(e) => return self.protocol_violation(role, e),
             }
         }
     }
@@ -497,13 +511,11 @@ impl Daemon {
     }
 
     fn configure(&self, role: Role) -> Result<(), IpcError> {
-        let HelperState::Running { channel, .. } = &self.helpers[role as usize].state else {
-            return Ok(());
-        };
         let p = &self.policy.policy;
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         match role {
-            Role::Checker => channel.send(
+            Role::Checker => self.send(
+                role,
                 &ToChecker::Configure(CheckerConfig {
                     interval_ms: ms(p.checker.interval),
                     tur_timeout_ms: ms(p.checker.tur_timeout),
@@ -511,7 +523,8 @@ impl Daemon {
                 }),
                 None,
             ),
-            Role::Purger => channel.send(
+            Role::Purger => self.send(
+                role,
                 &ToPurger::Configure(PurgerConfig {
                     confirmations: p.purge.confirmations,
                     confirmation_interval_ms: ms(p.purge.confirmation_interval),
@@ -522,7 +535,8 @@ impl Daemon {
                 }),
                 None,
             ),
-            Role::Listener => channel.send(
+            Role::Listener => self.send(
+                role,
                 &ToListener::Configure(ListenerConfig {
                     request_timeout_ms: ms(p.daemon.request_timeout),
                     admin_gid: self.policy.admin_gid,
@@ -623,7 +637,7 @@ impl Daemon {
                     }
                 }
                 info!(id, proceed, "intent answered");
-                if let Err(e) = self.send_purger(&ToPurger::Decision { id, proceed }, None) {
+                if let Err(e) = self.send(Role::Purger, &ToPurger::Decision { id, proceed }, None) {
                     // The purger died after asking: not a violation; its request is requeued.
                     self.kill_helper(Role::Purger, &format!("cannot answer intent ({e})"));
                 }
@@ -655,13 +669,6 @@ impl Daemon {
         }
     }
 
-    fn send_purger(&self, msg: &ToPurger, fd: Option<BorrowedFd<'_>>) -> Result<(), IpcError> {
-        match &self.helpers[Role::Purger as usize].state {
-            HelperState::Running { channel, .. } => channel.send(msg, fd),
-            _ => Err(IpcError::Closed),
-        }
-    }
-
     /// Hands the purger its next request, if it is idle and the lifecycle has one.
     fn try_dispatch(&mut self) {
         if self.stop_deadline.is_some() || !self.is_ready(Role::Purger) {
@@ -674,7 +681,11 @@ impl Daemon {
         let sent = match next {
             Dispatch::Resolve { id, identity } => {
                 info!(id, dev = %identity.name, "resolving an open intent");
-                self.send_purger(&ToPurger::Resolve(PurgeRequest { id, identity }), None)
+                self.send(
+                    Role::Purger,
+                    &ToPurger::Resolve(PurgeRequest { id, identity }),
+                    None,
+                )
             }
             Dispatch::Purge { id, identity } => {
                 let Some(pin) = self.paths.pin(identity.dev_t) else {
@@ -689,7 +700,11 @@ impl Daemon {
                     return self.try_dispatch();
                 };
                 info!(id, dev = %identity.name, "sending purge request");
-                self.send_purger(&ToPurger::Purge(PurgeRequest { id, identity }), Some(pin))
+                self.send(
+                    Role::Purger,
+                    &ToPurger::Purge(PurgeRequest { id, identity }),
+                    Some(pin),
+                )
             }
         };
         if let Err(e) = sent {
