@@ -134,6 +134,7 @@ pub fn exhausted(v: Verdict) -> PathState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sense::tests::fixed;
 
     fn ev(st: u8, host: u16, drv: u16, sense: &[u8]) -> TurEvidence {
         TurEvidence {
@@ -149,16 +150,6 @@ mod tests {
 
     fn cc(sense: &[u8]) -> TurEvidence {
         ev(status::CHECK_CONDITION, 0, driver::SENSE, sense)
-    }
-
-    fn fixed(k: u8, asc: u8, ascq: u8) -> Vec<u8> {
-        let mut b = vec![0u8; 18];
-        b[0] = 0x70;
-        b[2] = k;
-        b[7] = 0x0a;
-        b[12] = asc;
-        b[13] = ascq;
-        b
     }
 
     fn fin(s: PathState) -> Verdict {

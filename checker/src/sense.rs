@@ -69,7 +69,7 @@ pub fn decode(buf: &[u8]) -> Option<Sense> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -79,7 +79,8 @@ mod tests {
             .collect()
     }
 
-    fn fixed(k: u8, asc: u8, ascq: u8) -> Vec<u8> {
+    /// A fixed-format sense buffer with key, ASC and ASCQ (shared with classify's tests).
+    pub(crate) fn fixed(k: u8, asc: u8, ascq: u8) -> Vec<u8> {
         let mut b = vec![0u8; 18];
         b[0] = 0x70;
         b[2] = k;
