@@ -442,6 +442,15 @@ mpsup_count() { mpsup_pids | wc -l | tr -d ' '; }
 # proc_cmdline PID -> its argv joined with spaces
 proc_cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
 
+# mpath_pair NAME MAP: a LUN on two LIO paths (lio_pair NAME 2) in dm-multipath map MAP; sets
+# A and B to the paths' sdX and DM to the map's dm-N.
+mpath_pair() {
+	lio_pair "$1" 2
+	A="$(lio_path_dev "$1" 0)"
+	B="$(lio_path_dev "$1" 1)"
+	DM="$(mpath_create "$2" "$A" "$B")"
+}
+
 # ---- the daemon ------------------------------------------------------------------------------
 # mpsup_policy FILE EXTRA: the guest policy with EXTRA (TOML) appended; later keys in a table
 # cannot repeat earlier ones, so EXTRA uses its own tables or keys the base does not set.

@@ -22,10 +22,7 @@ purge = false
 TOML
 
 step "an LIO pair in a multipath map"
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-mpath_create mpatha "$A" "$B" >/dev/null
+mpath_pair disk0 mpatha
 
 step "start mpsup"
 mpsup_start "$P"

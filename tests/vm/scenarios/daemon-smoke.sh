@@ -9,10 +9,7 @@
 
 require_mpsup
 step "something to look at: an LIO pair in a multipath map"
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-DM="$(mpath_create mpatha "$A" "$B")"
+mpath_pair disk0 mpatha
 log "paths $A $B in $DM"
 
 step "mpsup check-config $POLICY"

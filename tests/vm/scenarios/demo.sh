@@ -27,10 +27,7 @@ ctl() {
 }
 
 banner "1. One LUN, two paths, one multipath map"
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-DM="$(mpath_create mpatha "$A" "$B")"
+mpath_pair disk0 mpatha
 show lsscsi
 echo "path 0: /dev/$A  $(dev_hctl "$A")  wwid $(dev_wwid "$A")"
 echo "path 1: /dev/$B  $(dev_hctl "$B")  wwid $(dev_wwid "$B")"

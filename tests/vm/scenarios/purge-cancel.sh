@@ -10,10 +10,7 @@ require_mpsup
 P=/tmp/policy.toml
 sed 's/^delay = .*/delay = "20s"/' "$POLICY" >"$P"
 
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-mpath_create mpatha "$A" "$B" >/dev/null
+mpath_pair disk0 mpatha
 
 step "start mpsup (delay 20 s)"
 mpsup_start "$P"

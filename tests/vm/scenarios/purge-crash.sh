@@ -13,18 +13,14 @@ require_mpsup
 P=/tmp/policy.toml
 sed -e 's/^pause_fraction = .*/pause_fraction = 1.0/' "$POLICY" >"$P"
 
-lio_pair disk0 2
-lio_pair disk1 2
-lio_pair disk2 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-C="$(lio_path_dev disk1 0)"
-D="$(lio_path_dev disk1 1)"
-mpath_create mpatha "$A" "$B" >/dev/null
-mpath_create mpathb "$C" "$D" >/dev/null
-E="$(lio_path_dev disk2 0)"
-F="$(lio_path_dev disk2 1)"
-mpath_create mpathc "$E" "$F" >/dev/null
+# Three multipath pairs: disk0 (A, B), disk1 (C, D), disk2 (E, F).
+mpath_pair disk2 mpathc
+E="$A"
+F="$B"
+mpath_pair disk1 mpathb
+C="$A"
+D="$B"
+mpath_pair disk0 mpatha
 
 step "start mpsup"
 mpsup_start "$P"

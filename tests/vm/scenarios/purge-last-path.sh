@@ -11,10 +11,7 @@ P=/tmp/policy.toml
 # Both of 2 paths disconnect: 100 %, so the outage brake must allow it for this scenario.
 sed 's/^pause_fraction = .*/pause_fraction = 1.0/' "$POLICY" >"$P"
 
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-DM="$(mpath_create mpatha "$A" "$B")"
+mpath_pair disk0 mpatha
 
 step "start mpsup"
 mpsup_start "$P"

@@ -13,10 +13,7 @@ P=/tmp/policy.toml
 cp "$POLICY" "$P"
 
 step "an LIO pair in a multipath map"
-lio_pair disk0 2
-A="$(lio_path_dev disk0 0)"
-B="$(lio_path_dev disk0 1)"
-DM="$(mpath_create mpatha "$A" "$B")"
+mpath_pair disk0 mpatha
 
 step "start mpsup; both paths up (the checker's workers ran SG_IO in the sandbox)"
 mpsup_start "$P"
