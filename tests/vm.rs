@@ -28,6 +28,7 @@ const SCENARIOS: &[&str] = &[
     "purge-cancel",
     "purge-crash",
     "purge-last-path",
+    "purge-name-reuse",
     "purge-orphan",
     "purge-unmap",
     "sandbox",
@@ -185,4 +186,11 @@ fn purge_orphan() {
 #[test]
 fn purge_crash() {
     run_scenario("purge-crash");
+}
+
+/// Issues 4 and 7: a new device cannot take the name or dev_t of the device under an in-flight
+/// request (its fds pin it), and nothing is deleted.
+#[test]
+fn purge_name_reuse() {
+    run_scenario("purge-name-reuse");
 }

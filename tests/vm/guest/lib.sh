@@ -442,6 +442,19 @@ mpsup_count() { mpsup_pids | wc -l | tr -d ' '; }
 # proc_cmdline PID -> its argv joined with spaces
 proc_cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
 
+# mpath_set_paths MAP DEV...: reload MAP's table with only these paths, as multipathd does when
+# it drops a path (dm then no longer holds the others open).
+mpath_set_paths() {
+	_map="$1"
+	shift
+	_tbl="0 $(dev_sectors "$1") multipath 0 0 1 1 service-time 0 $# 1"
+	for _d in "$@"; do
+		_tbl="$_tbl $(dev_devt "$_d") 1"
+	done
+	dmsetup reload --noudevsync "$_map" --table "$_tbl" || fail "mpath_set_paths: reload $_map"
+	dmsetup resume --noudevsync "$_map" || fail "mpath_set_paths: resume $_map"
+}
+
 # mpath_pair NAME MAP: a LUN on two LIO paths (lio_pair NAME 2) in dm-multipath map MAP; sets
 # A and B to the paths' sdX and DM to the map's dm-N.
 mpath_pair() {
